@@ -1,0 +1,88 @@
+"""The client's half of the protocol: decode, keep the mask in step, reply.
+
+A client remembers only its mask epoch and mask. When the server's message is
+packed for the epoch it holds, it unpacks with its own mask and, if told to
+prune, computes the new mask itself from the values it just received, exactly as
+the server did. Anything else must arrive as a bootstrap that carries the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedmap.core.codec import DOWNLINK, UPLINK, Encoded, Message, decode, encode
+from fedmap.core.layout import Layout
+from fedmap.core.mask import Mask, unpack
+from fedmap.core.prune import compute_mask
+from fedmap.errors import ProtocolError
+
+NEW_CLIENT_EPOCH = -1
+
+
+@dataclass(frozen=True)
+class ClientState:
+    """A client's memory between rounds: the mask epoch it holds and that mask."""
+
+    epoch: int = NEW_CLIENT_EPOCH
+    mask: Mask | None = None
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decoded downlink: the dense model to train from and the client's new state."""
+
+    values: torch.Tensor  # canonical float32 vector (numel,), exact 0.0 at pruned coordinates
+    state: ClientState
+    message: Message
+
+
+def receive_downlink(data: bytes, state: ClientState, layout: Layout) -> Received:
+    """Decode a server message and bring the client's mask up to date."""
+    message = decode(data, layout.fingerprint, layout.num_prunable)
+    if message.kind != DOWNLINK:
+        raise ProtocolError(f"client expected a downlink message, got kind {message.kind}")
+    if message.mask_bits is not None:
+        mask = Mask.from_prunable_bits(layout, torch.from_numpy(message.mask_bits))
+    elif state.mask is not None and state.epoch == message.epoch:
+        mask = state.mask
+    else:
+        raise ProtocolError(
+            f"values packed for mask epoch {message.epoch} but this client holds epoch "
+            f"{state.epoch} and no mask was sent"
+        )
+    values = unpack(message.values, mask)
+    epoch = message.epoch
+    if message.prune is not None:
+        mask = compute_mask(values, mask, message.prune.rate, message.prune.scope)  # type: ignore[arg-type]
+        values = values.masked_fill(~mask.flat, 0.0)
+        epoch += 1
+    return Received(values=values, state=ClientState(epoch, mask), message=message)
+
+
+def encode_reply(
+    packed: torch.Tensor,
+    state: ClientState,
+    *,
+    round: int,
+    num_samples: int,
+    train_loss: float,
+    dtype: str,
+    layout: Layout,
+) -> Encoded:
+    """Encode the trained model's kept values (``packed``, canonical order) for the server."""
+    if state.mask is None:
+        raise ProtocolError("a client cannot reply before it has received a model")
+    if packed.numel() != state.mask.num_kept:
+        raise ProtocolError(f"mask keeps {state.mask.num_kept} values, reply has {packed.numel()}")
+    message = Message(
+        kind=UPLINK,
+        round=round,
+        epoch=state.epoch,
+        values=packed,
+        dtype=dtype,
+        num_samples=num_samples,
+        train_loss=train_loss,
+    )
+    return encode(message, layout.fingerprint)

@@ -1,0 +1,81 @@
+"""Masked local training of one client.
+
+Pruned weights must stay exactly 0.0 through local SGD. Multiplying the gradient
+by the mask is enough: with the weight at 0.0, weight decay adds 0.0, the fresh
+momentum buffer accumulates only zeros there, and the update is 0.0. Nothing
+re-zeroes weights afterwards, so a test of that invariant can actually fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local SGD settings (the ``[client]`` config section, less ``fraction``)."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+def load_values(model: nn.Module, values: Mapping[str, torch.Tensor]) -> None:
+    """Copy transmitted tensors into ``model`` (integer buffers are left as they are)."""
+    with torch.no_grad():
+        state = model.state_dict()
+        for name, tensor in values.items():
+            state[name].copy_(tensor)
+
+
+def train_local(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+) -> float:
+    """Train ``model`` in place on ``(x, y)`` with masked SGD; return the mean batch loss.
+
+    Parameters
+    ----------
+    model
+        Already holding the global values (see :func:`load_values`).
+    masks
+        Parameter name -> 0/1 float tensor on the model's device, for prunable parameters.
+    x, y
+        The client's training data, on the model's device.
+    config
+        Local epochs, batch size and SGD hyper-parameters.
+    generator
+        CPU generator that orders the batches (per client and round, for reproducibility).
+    """
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    model.train()
+    total, batches = torch.zeros((), device=x.device), 0
+    for _ in range(config.epochs):
+        order = torch.randperm(len(x), generator=generator).to(x.device)
+        for start in range(0, len(x), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            loss = F.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for name, keep in masks.items():
+                grad = params[name].grad
+                if grad is not None:
+                    grad.mul_(keep)
+            optimizer.step()
+            total += loss.detach()  # no host sync per step
+            batches += 1
+    return float(total) / max(batches, 1)

@@ -1,0 +1,57 @@
+"""The engine interface of DESIGN.md section 4 and the types it trades in.
+
+An engine trains a cohort of clients from one global model under one mask. It
+knows nothing of strategies, codecs or the ledger; the round loop
+(:mod:`fedmap.engines.simulate`) owns those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from fedmap.client.train import TrainConfig
+from fedmap.core.mask import Mask
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """What every client of a round needs besides the model: the round, the seed, SGD settings."""
+
+    round: int
+    seed: int
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    """A trained client: its packed kept values (CPU float32), sample count and mean loss."""
+
+    client_id: int
+    packed: torch.Tensor
+    num_samples: int
+    train_loss: float
+
+
+class Engine(Protocol):
+    """Anything that can train a cohort (sequential now, vectorised later)."""
+
+    def train_cohort(
+        self,
+        global_packed: torch.Tensor,
+        mask: Mask,
+        clients: Sequence[int],
+        round_cfg: RoundConfig,
+    ) -> list[ClientResult]:
+        """Train ``clients`` from the global model; results in the order of ``clients``."""
+        ...
+
+
+def client_seed(seed: int, round: int, client_id: int) -> int:
+    """A 63-bit seed for one client's round, independent of every other client and round."""
+    state = np.random.SeedSequence([seed, round, client_id]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])

@@ -1,0 +1,96 @@
+"""The sequential engine: one reusable model, the cohort's clients one after another.
+
+Client state between rounds is data only (index arrays); the single module is
+reloaded from the global values for each client, so memory does not grow with
+the number of clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fedmap.client.train import load_values, train_local
+from fedmap.core.layout import Layout
+from fedmap.core.mask import Mask, pack, unpack
+from fedmap.engines.base import ClientResult, RoundConfig, client_seed
+
+
+class SequentialEngine:
+    """Trains clients one at a time on ``device``.
+
+    Parameters
+    ----------
+    model
+        The architecture; its values are overwritten for every client.
+    layout
+        Canonical order of the transmitted tensors.
+    x_train, y_train
+        The whole training set, already on ``device``.
+    client_indices
+        Training indices per client id (into ``x_train``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: Layout,
+        x_train: torch.Tensor,
+        y_train: torch.Tensor,
+        client_indices: Sequence[torch.Tensor],
+    ) -> None:
+        self.model = model
+        self.layout = layout
+        self.x_train = x_train
+        self.y_train = y_train
+        self.client_indices = [idx.to(x_train.device) for idx in client_indices]
+        self.device = x_train.device
+        self._mask_cache: tuple[Mask, dict[str, torch.Tensor]] | None = None
+
+    def train_cohort(
+        self,
+        global_packed: torch.Tensor,
+        mask: Mask,
+        clients: Sequence[int],
+        round_cfg: RoundConfig,
+    ) -> list[ClientResult]:
+        """Train each client from the global model; return packed kept values."""
+        start = {
+            name: tensor.to(self.device)
+            for name, tensor in self.layout.unflatten(unpack(global_packed, mask)).items()
+        }
+        masks = self._prunable_masks(mask)
+        results = []
+        for client in clients:
+            seed = client_seed(round_cfg.seed, round_cfg.round, client)
+            generator = torch.Generator().manual_seed(seed)
+            index = self.client_indices[client]
+            load_values(self.model, start)
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)  # dropout draws from the global generator
+                loss = train_local(
+                    self.model,
+                    masks,
+                    self.x_train[index],
+                    self.y_train[index],
+                    round_cfg.train,
+                    generator,
+                )
+            trained = self.layout.flatten(self.model.state_dict())
+            results.append(ClientResult(client, pack(trained, mask), len(index), loss))
+        return results
+
+    def _prunable_masks(self, mask: Mask) -> dict[str, torch.Tensor]:
+        """0/1 float multipliers for the prunable parameters, cached per mask object."""
+        if self._mask_cache is None or self._mask_cache[0] is not mask:
+            named = mask.to_dict()
+            masks = {
+                name: named[name].to(self.device, torch.float32)
+                for name, prunable in zip(self.layout.names, self.layout.prunable, strict=True)
+                if prunable
+            }
+            self._mask_cache = (mask, masks)
+        return self._mask_cache[1]

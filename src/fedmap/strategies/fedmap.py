@@ -1,0 +1,86 @@
+"""FedMap (Herzog et al., 2024): iterative global magnitude pruning with nested masks.
+
+Each step removes ``rate`` of the remaining prunable weights with the smallest
+magnitude in the aggregated global model. The step is sent as an instruction, not
+a mask: every in-step client recomputes the same mask from the same values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fedmap.core.codec import PruneInstruction
+from fedmap.core.mask import Mask
+from fedmap.core.prune import compute_mask
+from fedmap.core.schedule import (
+    Schedule,
+    ScheduleState,
+    after_prune,
+    after_revert,
+    decide,
+    observe,
+)
+from fedmap.strategies.base import GlobalModel, Step, Strategy
+
+
+class FedMapStrategy(Strategy):
+    """FedMap's schedule, magnitude steps, optional accuracy guard and rewind.
+
+    Parameters
+    ----------
+    schedule
+        When steps happen (warm-up, trigger, target, guard).
+    rate
+        Fraction of the remaining prunable weights removed per step.
+    scope
+        ``"global"`` (one ranking across tensors) or ``"layer"``.
+    initial_values
+        The model at round 0; given, kept weights are rewound to it after each step.
+    """
+
+    name = "fedmap"
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        rate: float,
+        scope: str = "global",
+        initial_values: torch.Tensor | None = None,
+    ) -> None:
+        self.schedule = schedule
+        self.rate = rate
+        self.scope = scope
+        self.initial_values = initial_values
+        self.state = ScheduleState()
+        self._fallback: tuple[torch.Tensor, Mask, int] | None = None  # guard's last good model
+
+    @property
+    def iteration(self) -> int:
+        """Prune steps in the current mask."""
+        return self.state.steps
+
+    def plan(self, round: int, model: GlobalModel) -> Step:
+        """Prune, revert (guard) or do nothing at the start of ``round``."""
+        decision = decide(self.schedule, self.state, round, model.mask.sparsity)
+        if decision.revert and self._fallback is not None:
+            values, mask, steps = self._fallback
+            self.state = after_revert(self.state, steps)
+            return Step(mask=mask, reset_values=values)
+        if not decision.prune:
+            return Step()
+        mask = compute_mask(model.values, model.mask, self.rate, self.scope)  # type: ignore[arg-type]
+        self.state = after_prune(self.state, round)
+        if self.initial_values is not None:
+            return Step(mask=mask, reset_values=self.initial_values.masked_fill(~mask.flat, 0.0))
+        return Step(prune=PruneInstruction(self.rate, self.scope), mask=mask)
+
+    def observe(self, round: int, model: GlobalModel, val_accuracy: float) -> None:
+        """Score the current mask; remember the best model within the guard's tolerance."""
+        before = self.state.epoch_best
+        self.state = observe(self.state, val_accuracy)
+        guard_on = math.isfinite(self.schedule.guard_delta)
+        within = val_accuracy >= self.state.dense_best - self.schedule.guard_delta
+        if guard_on and val_accuracy > before and within:
+            self._fallback = (model.values.clone(), model.mask, self.state.steps)

@@ -1,0 +1,43 @@
+import ast
+import pathlib
+import subprocess
+import sys
+
+SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "fedmap"
+# each layer may import only itself and the layers listed for it (DESIGN.md section 4)
+ALLOWED = {
+    "core": {"core", "errors"},
+    "client": {"core", "client", "errors"},
+    "data": {"data", "errors"},
+    "models": {"models", "errors"},
+    "strategies": {"core", "strategies", "errors"},
+    "engines": {"core", "client", "data", "models", "strategies", "engines", "errors"},
+}
+
+
+def imported_fedmap_layers(path: pathlib.Path) -> set[str]:
+    layers = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fedmap."):
+            layers.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("fedmap."):
+                    layers.add(alias.name.split(".")[1])
+    return layers
+
+
+def test_layers_import_only_layers_below_them():
+    for layer, allowed in ALLOWED.items():
+        for path in (SRC / layer).rglob("*.py"):
+            bad = imported_fedmap_layers(path) - allowed
+            assert not bad, f"{path.relative_to(SRC)} imports {bad}"
+
+
+def test_core_loads_without_flower_or_the_cli():
+    code = (
+        "import sys, fedmap.core.prune, fedmap.core.codec, fedmap.core.ledger; "
+        "print(any(m.startswith(('flwr', 'typer', 'rich', 'fedmap.runs')) for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
