@@ -102,7 +102,7 @@ def _progress(quiet: bool) -> Progress:
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         console=err,
-        disable=quiet or not err.is_terminal and False,
+        disable=quiet,
     )
 
 

@@ -1,0 +1,453 @@
+"""Tests for fedmap.runs.config: defaults, TOML round trip, --set overrides, every error."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from fedmap.errors import ConfigError, FedMapError
+from fedmap.runs.config import (
+    AggregationConfig,
+    ClientConfig,
+    Config,
+    DataConfig,
+    ModelConfig,
+    PruningConfig,
+    TransportConfig,
+    apply_override,
+    config_from_dict,
+    dump_toml,
+    load_config,
+    validate,
+)
+
+INF, NAN = math.inf, math.nan
+
+
+def nested(key: str, value: Any) -> dict[str, Any]:
+    """``nested("a.b", 1) == {"a": {"b": 1}}``."""
+    *sections, name = key.split(".")
+    raw: dict[str, Any] = {name: value}
+    for section in reversed(sections):
+        raw = {section: raw}
+    return raw
+
+
+def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def test_config_error_is_a_fedmap_error_and_a_value_error() -> None:
+    assert issubclass(ConfigError, FedMapError)
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""))
+    assert config == Config()
+    validate(Config())  # the defaults are valid
+
+
+def test_documented_defaults() -> None:
+    config = Config()
+    assert (config.seed, config.rounds) == (0, 100)
+    assert (config.device, config.engine) == ("auto", "sequential")
+    assert config.data == DataConfig()
+    assert (config.data.name, config.data.partition) == ("fashion_mnist", "iid")
+    assert config.data.path == ""
+    assert config.pruning.method == "fedmap"
+    assert config.pruning.guard_delta == INF  # no guard by default
+    assert config.pruning.rewind is False
+    assert config.transport.dtype == "float32"
+    assert config.aggregation.rule == "mean"
+
+
+def test_config_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().rounds = 3  # type: ignore[misc]
+
+
+def test_partial_section_keeps_other_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "rounds = 7\n[client]\nlr = 0.01\n"))
+    assert config.rounds == 7
+    assert config.client == ClientConfig(lr=0.01)
+    assert config.data == DataConfig()
+
+
+def test_int_is_accepted_for_a_float_field(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[data]\nalpha = 1\n"))
+    assert config.data.alpha == 1.0
+    assert type(config.data.alpha) is float
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def _non_default_config() -> Config:
+    return Config(
+        seed=2**32 - 1,
+        rounds=3,
+        device="cpu",
+        engine="sequential",
+        data=DataConfig(name="npz", path='/tmp/we"ird\\ dir/dätä.npz', partition="dirichlet",
+                        alpha=0.05, classes_per_client=3, num_clients=7, local_test_fraction=0.0),
+        model=ModelConfig(name="mlp"),
+        client=ClientConfig(fraction=1.0, epochs=2, batch_size=8, lr=1e-05, momentum=0.9,
+                            weight_decay=5e-4),
+        pruning=PruningConfig(method="none", rate=0.35, warmup_rounds=0, rounds_per_step=2,
+                              target_sparsity=0.0, scope="layer", trigger="plateau", patience=1,
+                              guard_delta=0.015, rewind=True),
+        transport=TransportConfig(dtype="float16"),
+        aggregation=AggregationConfig(rule="trimmed_mean", trim_fraction=0.25),
+    )
+
+
+@pytest.mark.parametrize(
+    "config", [Config(), _non_default_config()], ids=["defaults", "non-default"]
+)
+def test_dump_toml_round_trip(tmp_path: Path, config: Config) -> None:
+    text = dump_toml(config)
+    loaded = load_config(write(tmp_path, text))
+    assert loaded == config
+    assert dump_toml(loaded) == text  # stable: dumping again changes nothing
+
+
+def test_round_trip_keeps_infinite_guard_delta(tmp_path: Path) -> None:
+    config = Config(pruning=PruningConfig(guard_delta=INF))
+    text = dump_toml(config)
+    assert "guard_delta = inf" in text
+    loaded = load_config(write(tmp_path, text))
+    assert loaded.pruning.guard_delta == INF
+    assert loaded == config
+
+
+def test_dump_toml_writes_every_section(tmp_path: Path) -> None:
+    text = dump_toml(Config())
+    for section in ("data", "model", "client", "pruning", "transport", "aggregation"):
+        assert f"[{section}]" in text
+
+
+# --------------------------------------------------------------------------- --set
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("rounds=5", {"rounds": 5}),
+        ("rounds = 5", {"rounds": 5}),
+        ("client.lr=0.125", {"client": {"lr": 0.125}}),
+        ("client.lr=1e-3", {"client": {"lr": 0.001}}),
+        ("pruning.rewind=true", {"pruning": {"rewind": True}}),
+        ("pruning.guard_delta=inf", {"pruning": {"guard_delta": INF}}),
+        ("data.name=digits", {"data": {"name": "digits"}}),  # not TOML: taken as a string
+        ('data.name="digits"', {"data": {"name": "digits"}}),
+        ("device=cuda:1", {"device": "cuda:1"}),
+        ("data.path=/tmp/x=y.npz", {"data": {"path": "/tmp/x=y.npz"}}),  # split at the first =
+    ],
+)
+def test_apply_override_types(override: str, expected: dict[str, Any]) -> None:
+    raw: dict[str, Any] = {}
+    apply_override(raw, override)
+    assert raw == expected
+    leaf = raw
+    while isinstance(leaf, dict):
+        ((_, leaf),) = leaf.items()
+    want = expected
+    while isinstance(want, dict):
+        ((_, want),) = want.items()
+    assert type(leaf) is type(want)
+
+
+def test_apply_override_merges_into_an_existing_section() -> None:
+    raw: dict[str, Any] = {"data": {"name": "digits", "num_clients": 10}}
+    apply_override(raw, "data.num_clients=7")
+    assert raw == {"data": {"name": "digits", "num_clients": 7}}
+
+
+def test_overrides_win_over_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, 'rounds = 3\n[data]\nname = "digits"\nnum_clients = 10\n')
+    config = load_config(path, [
+        "rounds=4", "seed=9", "data.num_clients=6", "client.lr=0.2", "pruning.rewind=true",
+        "pruning.method=none", "data.partition=dirichlet", "data.alpha=2",
+    ])
+    assert config.rounds == 4 and config.seed == 9
+    assert config.data == DataConfig(name="digits", num_clients=6, partition="dirichlet", alpha=2.0)
+    assert config.client.lr == 0.2
+    assert config.pruning.rewind is True
+    assert config.pruning.method == "none"
+
+
+def test_later_override_wins(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), ["rounds=2", "rounds=8"])
+    assert config.rounds == 8
+
+
+@pytest.mark.parametrize("override", ["rounds", "=5", "  =5", ""])
+def test_bad_set_syntax(override: str) -> None:
+    with pytest.raises(ConfigError, match="--set") as info:
+        apply_override({}, override)
+    assert repr(override) in str(info.value)
+
+
+def test_set_into_a_scalar_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--set rounds\.x: rounds is not a section"):
+        load_config(write(tmp_path, "rounds = 3\n"), ["rounds.x=1"])
+
+
+def test_set_unknown_key_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"client\.learning_rate"):
+        load_config(write(tmp_path, ""), ["client.learning_rate=0.1"])
+
+
+# --------------------------------------------------------------------------- unknown keys
+
+
+def test_unknown_top_level_key_with_hint() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"round": 3})
+    message = str(info.value)
+    assert "unknown config key round" in message
+    assert "did you mean rounds?" in message
+
+
+def test_unknown_top_level_key_without_close_match() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"zzzzzz": 3})
+    assert "zzzzzz" in str(info.value)
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "hint"),
+    [
+        ({"data": {"num_client": 5}}, "data.num_client", "data.num_clients"),
+        ({"pruning": {"warmup_round": 1}}, "pruning.warmup_round", "pruning.warmup_rounds"),
+        ({"client": {"batchsize": 8}}, "client.batchsize", "client.batch_size"),
+        ({"aggregation": {"rules": "mean"}}, "aggregation.rules", "aggregation.rule"),
+    ],
+)
+def test_unknown_nested_key_with_hint(raw: dict[str, Any], key: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    assert f"unknown config key {key} (did you mean {hint}?)" in str(info.value)
+
+
+def test_unknown_key_in_file_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data\.num_client .*did you mean data\.num_clients"):
+        load_config(write(tmp_path, "[data]\nnum_client = 5\n"))
+
+
+# --------------------------------------------------------------------------- wrong types
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        ("rounds", "3", "rounds"),
+        ("rounds", True, "rounds"),  # bool is not an int here
+        ("rounds", 2.5, "rounds"),
+        ("seed", False, "seed"),
+        ("data.num_clients", "10", "data.num_clients"),
+        ("data.num_clients", True, "data.num_clients"),
+        ("data.alpha", "0.5", "data.alpha"),
+        ("data.alpha", True, "data.alpha"),
+        ("client.lr", [0.1], "client.lr"),
+        ("pruning.rewind", 1, "pruning.rewind"),
+        ("pruning.rewind", "yes", "pruning.rewind"),
+        ("data.name", 3, "data.name"),
+        ("device", 0, "device"),
+        ("data", 3, "data"),  # a scalar where a table belongs
+        ("model", "cnn", "model"),
+    ],
+)
+def test_wrong_type_names_the_field(key: str, value: Any, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(nested(key, value))
+    assert str(info.value).startswith(f"{field}: expected")
+
+
+def test_wrong_type_in_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^rounds: expected int, got 'three'$"):
+        load_config(write(tmp_path, 'rounds = "three"\n'))
+
+
+def test_wrong_type_via_set(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^data\.num_clients: expected int, got True$"):
+        load_config(write(tmp_path, ""), ["data.num_clients=true"])
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+BAD_VALUES: list[tuple[str, Any]] = [
+    ("rounds", 0),
+    ("rounds", -3),
+    ("seed", -1),
+    ("seed", 2**32),
+    ("engine", "parallel"),
+    ("data.name", "mnist"),
+    ("data.partition", "shards"),
+    ("data.alpha", 0.0),
+    ("data.alpha", -1.0),
+    ("data.alpha", INF),
+    ("data.alpha", NAN),
+    ("data.classes_per_client", 0),
+    ("data.num_clients", 0),
+    ("data.local_test_fraction", 1.0),
+    ("data.local_test_fraction", -0.1),
+    ("data.local_test_fraction", NAN),
+    ("model.name", "vgg16"),
+    ("client.fraction", 0.0),
+    ("client.fraction", 1.5),
+    ("client.fraction", NAN),
+    ("client.epochs", 0),
+    ("client.batch_size", 0),
+    ("client.lr", 0.0),
+    ("client.lr", -0.1),
+    ("client.lr", INF),
+    ("client.lr", NAN),
+    ("client.momentum", 1.0),
+    ("client.momentum", -0.5),
+    ("client.weight_decay", -1e-4),
+    ("client.weight_decay", INF),
+    ("client.weight_decay", NAN),
+    ("pruning.method", "magic"),
+    ("pruning.rate", 0.0),
+    ("pruning.rate", 1.0),
+    ("pruning.rate", NAN),
+    ("pruning.warmup_rounds", -1),
+    ("pruning.rounds_per_step", 0),
+    ("pruning.target_sparsity", 1.0),
+    ("pruning.target_sparsity", -0.1),
+    ("pruning.target_sparsity", NAN),
+    ("pruning.scope", "neuron"),
+    ("pruning.trigger", "never"),
+    ("pruning.patience", 0),
+    ("pruning.guard_delta", -0.01),
+    ("pruning.guard_delta", NAN),
+    ("transport.dtype", "int3"),
+    ("aggregation.rule", "max"),
+    ("aggregation.trim_fraction", 0.5),
+    ("aggregation.trim_fraction", -0.1),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_VALUES, ids=[f"{k}={v!r}" for k, v in BAD_VALUES])
+def test_range_check_names_the_field(key: str, value: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(nested(key, value))
+    message = str(info.value)
+    assert message.startswith(f"{key}: expected "), message
+    assert repr(value) in message or (isinstance(value, float) and math.isnan(value))
+
+
+def test_every_validated_field_has_a_bad_value() -> None:
+    """Each scalar field with a range or a choice appears in BAD_VALUES at least once."""
+    unchecked = {"device", "data.path", "pruning.rewind"}  # device: its own tests below
+    leaves = {f.name for f in dataclasses.fields(Config) if not dataclasses.is_dataclass(f.type)}
+    for section in dataclasses.fields(Config):
+        value = getattr(Config(), section.name)
+        if dataclasses.is_dataclass(value):
+            leaves.discard(section.name)
+            leaves |= {f"{section.name}.{f.name}" for f in dataclasses.fields(value)}
+    assert leaves - unchecked - {key for key, _ in BAD_VALUES} == set()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("seed", 2**32 - 1),
+        ("rounds", 1),
+        ("data.local_test_fraction", 0.0),
+        ("client.fraction", 1.0),
+        ("client.momentum", 0.0),
+        ("client.weight_decay", 0.0),
+        ("pruning.rate", 0.999),
+        ("pruning.warmup_rounds", 0),
+        ("pruning.target_sparsity", 0.0),
+        ("pruning.guard_delta", 0.0),
+        ("pruning.guard_delta", INF),
+        ("aggregation.trim_fraction", 0.0),
+        ("aggregation.trim_fraction", 0.49),
+    ],
+)
+def test_boundary_values_are_accepted(key: str, value: Any) -> None:
+    config = config_from_dict(nested(key, value))
+    section, _, name = key.rpartition(".")
+    owner = getattr(config, section) if section else config
+    assert getattr(owner, name) == value
+
+
+def test_range_error_from_a_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[pruning]\nrate = 1.5\n")
+    expected = r"^pruning\.rate: expected a number in \(0, 1\), got 1\.5$"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError, match="config file not found") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path)
+
+
+def test_invalid_toml_names_the_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "rounds = = 3\n")
+    with pytest.raises(ConfigError, match="not valid TOML") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_binary_file_is_invalid_toml(tmp_path: Path) -> None:
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xff\xfe\x00rounds\x80\x81")
+    with pytest.raises(ConfigError, match="not valid TOML") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------- device
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cpu:0"])
+def test_cpu_devices_are_accepted(device: str) -> None:
+    assert config_from_dict({"device": device}).device == device
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cuda_without_cuda_is_rejected(device: str) -> None:
+    with pytest.raises(ConfigError, match=r"^device: .*CUDA is not available"):
+        config_from_dict({"device": device})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_is_accepted_when_available() -> None:
+    assert config_from_dict({"device": "cuda"}).device == "cuda"
+
+
+@pytest.mark.parametrize("device", ["tpu", "", "cuda:abc", "meta", "mps", "gpu"])
+def test_unknown_device_is_rejected(device: str) -> None:
+    expected = r"^device: expected 'auto', 'cpu' or 'cuda\[:N\]'"
+    with pytest.raises(ConfigError, match=expected) as info:
+        config_from_dict({"device": device})
+    assert repr(device) in str(info.value)
