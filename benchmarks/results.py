@@ -155,7 +155,8 @@ def main() -> None:
         "",
         "Regenerate with `.venv/bin/python benchmarks/results.py --rerun` (configs in `configs/`, "
         "run one at a time; about 35 min on a 2-core CPU, 5 min on one H200 GPU; add "
-        "`--set data.path=DIR` for a copy of Fashion-MNIST elsewhere). Setting: 100 clients, 10 sampled "
+        "`--set data.path=DIR` for a copy of Fashion-MNIST elsewhere). Setting: 100 clients, "
+        "10 sampled "
         f"per round, FedAvg CNN ({first['num_parameters']:,} parameters, "
         f"{first['num_prunable']:,} prunable), 1 local epoch, batch 32, SGD lr 0.05 momentum 0.9, "
         "seed 0; FedMap prunes 20 % of the remaining weights every 5 rounds "
