@@ -42,6 +42,7 @@ def run_config(name: str, rerun: bool, extra: list[str]) -> dict:
             "--out",
             str(run_dir),
             "--quiet",
+            *extra,
         ]
         print("$", " ".join(cmd[1:]), flush=True)
         started = time.time()

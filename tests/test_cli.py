@@ -19,8 +19,18 @@ from fedmap.runs.config import load_config
 from fedmap.runs.export import load_model
 
 DESIGN_COLUMNS = [
-    "round", "iteration", "density", "test_accuracy", "test_loss", "client_acc_mean",
-    "client_acc_std", "client_acc_min", "bytes_up", "bytes_down", "bytes_cum", "wall_s",
+    "round",
+    "iteration",
+    "density",
+    "test_accuracy",
+    "test_loss",
+    "client_acc_mean",
+    "client_acc_std",
+    "client_acc_min",
+    "bytes_up",
+    "bytes_down",
+    "bytes_cum",
+    "wall_s",
 ]
 INT_COLUMNS = {"round", "iteration", "bytes_up", "bytes_down", "bytes_cum"}
 
@@ -98,10 +108,14 @@ ERROR_CASES: dict[str, tuple[list[str], list[str]]] = {
     "unknown key": (["data.num_client=5"], ["data.num_client", "did you mean data.num_clients"]),
     "unknown section": (["optimizer.lr=0.1"], ["optimizer"]),
     "bad --set": (["rounds"], ["--set", "'rounds'"]),
-    "missing npz": (['data.name="npz"', 'data.path="{tmp}/nowhere/data.npz"'],
-                    ["{tmp}/nowhere/data.npz"]),
-    "missing fashion_mnist": (['data.name="fashion_mnist"', 'data.path="{tmp}/no-fmnist"'],
-                              ["{tmp}/no-fmnist", "Fashion-MNIST"]),
+    "missing npz": (
+        ['data.name="npz"', 'data.path="{tmp}/nowhere/data.npz"'],
+        ["{tmp}/nowhere/data.npz"],
+    ),
+    "missing fashion_mnist": (
+        ['data.name="fashion_mnist"', 'data.path="{tmp}/no-fmnist"'],
+        ["{tmp}/no-fmnist", "Fashion-MNIST"],
+    ),
 }
 
 
@@ -179,8 +193,13 @@ def test_console_script_exit_code(tmp_path: Path) -> None:
     if not script.exists():
         pytest.skip("fedmap console script not installed next to the interpreter")
     missing = tmp_path / "absent.toml"
-    proc = subprocess.run([str(script), "run", str(missing)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [str(script), "run", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [f"error: config file not found: {missing}"]
@@ -215,8 +234,15 @@ def test_tiny_run_writes_a_complete_run_directory(tmp_path: Path, config_file: P
     assert not (tmp_path / "runs").exists()  # --out given: nothing under the default
 
     # every promised file
-    for name in ("config.toml", "metrics.jsonl", "metrics.csv", "summary.json",
-                 "model.safetensors", "partition.csv", "ledger.csv"):
+    for name in (
+        "config.toml",
+        "metrics.jsonl",
+        "metrics.csv",
+        "summary.json",
+        "model.safetensors",
+        "partition.csv",
+        "ledger.csv",
+    ):
         assert (out / name).is_file(), name
     assert not list(out.glob("*.tmp"))
 
@@ -284,8 +310,13 @@ def test_tiny_run_writes_a_complete_run_directory(tmp_path: Path, config_file: P
     assert summary["final_density"] == rows[-1]["density"]
     assert summary["bytes_total"] == rows[-1]["bytes_cum"]
     assert summary["final_test_accuracy"] == rows[-1]["test_accuracy"]
-    for key in ("final_sparsity", "final_test_accuracy", "best_test_accuracy", "bytes_total",
-                "bytes_ratio_vs_dense"):
+    for key in (
+        "final_sparsity",
+        "final_test_accuracy",
+        "best_test_accuracy",
+        "bytes_total",
+        "bytes_ratio_vs_dense",
+    ):
         assert summary_out[key] == summary[key]
 
     # model.safetensors: the final mask

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedmap.errors import FedMapError
@@ -52,11 +53,12 @@ def run(
         run_dir = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         create_run_dir(cfg, run_dir)
     except FedMapError as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     err.print(
         f"fedmap: {cfg.pruning.method} on {cfg.data.name}/{cfg.data.partition}, "
-        f"{cfg.model.name}, {cfg.rounds} rounds, device {experiment.device} -> {run_dir}"
+        f"{cfg.model.name}, {cfg.rounds} rounds, device {experiment.device} "
+        f"-> {escape(str(run_dir))}"
     )
     with _progress(quiet) as progress:
         task = progress.add_task("round", total=cfg.rounds, status="")
@@ -71,7 +73,7 @@ def run(
         try:
             summary = run_experiment(experiment, run_dir, on_round)
         except FedMapError as error:
-            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
     print(
         json.dumps(
@@ -91,7 +93,7 @@ def run(
             indent=2,
         )
     )
-    err.print(f"run directory: {run_dir}")
+    err.print(f"run directory: {escape(str(run_dir))}")
 
 
 def _progress(quiet: bool) -> Progress:

@@ -99,14 +99,31 @@ def _non_default_config() -> Config:
         rounds=3,
         device="cpu",
         engine="sequential",
-        data=DataConfig(name="npz", path='/tmp/we"ird\\ dir/dätä.npz', partition="dirichlet",
-                        alpha=0.05, classes_per_client=3, num_clients=7, local_test_fraction=0.0),
+        data=DataConfig(
+            name="npz",
+            path='/tmp/we"ird\\ dir/dätä.npz',
+            partition="dirichlet",
+            alpha=0.05,
+            classes_per_client=3,
+            num_clients=7,
+            local_test_fraction=0.0,
+        ),
         model=ModelConfig(name="mlp"),
-        client=ClientConfig(fraction=1.0, epochs=2, batch_size=8, lr=1e-05, momentum=0.9,
-                            weight_decay=5e-4),
-        pruning=PruningConfig(method="none", rate=0.35, warmup_rounds=0, rounds_per_step=2,
-                              target_sparsity=0.0, scope="layer", trigger="plateau", patience=1,
-                              guard_delta=0.015, rewind=True),
+        client=ClientConfig(
+            fraction=1.0, epochs=2, batch_size=8, lr=1e-05, momentum=0.9, weight_decay=5e-4
+        ),
+        pruning=PruningConfig(
+            method="none",
+            rate=0.35,
+            warmup_rounds=0,
+            rounds_per_step=2,
+            target_sparsity=0.0,
+            scope="layer",
+            trigger="plateau",
+            patience=1,
+            guard_delta=0.015,
+            rewind=True,
+        ),
         transport=TransportConfig(dtype="float16"),
         aggregation=AggregationConfig(rule="trimmed_mean", trim_fraction=0.25),
     )
@@ -176,10 +193,19 @@ def test_apply_override_merges_into_an_existing_section() -> None:
 
 def test_overrides_win_over_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, 'rounds = 3\n[data]\nname = "digits"\nnum_clients = 10\n')
-    config = load_config(path, [
-        "rounds=4", "seed=9", "data.num_clients=6", "client.lr=0.2", "pruning.rewind=true",
-        "pruning.method=none", "data.partition=dirichlet", "data.alpha=2",
-    ])
+    config = load_config(
+        path,
+        [
+            "rounds=4",
+            "seed=9",
+            "data.num_clients=6",
+            "client.lr=0.2",
+            "pruning.rewind=true",
+            "pruning.method=none",
+            "data.partition=dirichlet",
+            "data.alpha=2",
+        ],
+    )
     assert config.rounds == 4 and config.seed == 9
     assert config.data == DataConfig(name="digits", num_clients=6, partition="dirichlet", alpha=2.0)
     assert config.client.lr == 0.2

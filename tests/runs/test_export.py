@@ -192,8 +192,11 @@ def test_tiny_fedmap_run_density_and_exported_model(
     assert metadata["model"] == "mlp"
     assert metadata["dtype"] == "float32"
     assert mask.density == summary["final_density"]
-    mask_tensors = {k: v for k, v in load_file(str(run_dir / "model.safetensors")).items()
-                    if k.startswith("mask.")}
+    mask_tensors = {
+        k: v
+        for k, v in load_file(str(run_dir / "model.safetensors")).items()
+        if k.startswith("mask.")
+    }
     kept = sum(int(t.sum()) for t in mask_tensors.values())
     total = sum(t.numel() for t in mask_tensors.values())
     assert total == num_prunable

@@ -17,8 +17,18 @@ from fedmap.runs.export import load_model
 from fedmap.runs.metrics import COLUMNS, read_metrics
 
 DESIGN_COLUMNS = (
-    "round", "iteration", "density", "test_accuracy", "test_loss", "client_acc_mean",
-    "client_acc_std", "client_acc_min", "bytes_up", "bytes_down", "bytes_cum", "wall_s",
+    "round",
+    "iteration",
+    "density",
+    "test_accuracy",
+    "test_loss",
+    "client_acc_mean",
+    "client_acc_std",
+    "client_acc_min",
+    "bytes_up",
+    "bytes_down",
+    "bytes_cum",
+    "wall_s",
 )
 
 

@@ -198,13 +198,32 @@ def validate(config: Config) -> None:
         ("seed", config.seed, 0 <= config.seed < 2**32, "an integer in [0, 2**32)"),
         ("engine", config.engine, config.engine in ENGINES, f"one of {ENGINES}"),
         ("data.name", d.name, d.name in DATASET_NAMES, f"one of {DATASET_NAMES}"),
-        ("data.partition", d.partition, d.partition in PARTITION_NAMES, f"one of {PARTITION_NAMES}"),
+        (
+            "data.partition",
+            d.partition,
+            d.partition in PARTITION_NAMES,
+            f"one of {PARTITION_NAMES}",
+        ),
         ("data.alpha", d.alpha, d.alpha > 0 and math.isfinite(d.alpha), "a positive number"),
-        ("data.classes_per_client", d.classes_per_client, d.classes_per_client >= 1, "an integer >= 1"),
+        (
+            "data.classes_per_client",
+            d.classes_per_client,
+            d.classes_per_client >= 1,
+            "an integer >= 1",
+        ),
         ("data.num_clients", d.num_clients, d.num_clients >= 1, "an integer >= 1"),
-        ("data.local_test_fraction", d.local_test_fraction, 0 <= d.local_test_fraction < 1,
-         "a number in [0, 1)"),
-        ("model.name", config.model.name, config.model.name in MODEL_NAMES, f"one of {MODEL_NAMES}"),
+        (
+            "data.local_test_fraction",
+            d.local_test_fraction,
+            0 <= d.local_test_fraction < 1,
+            "a number in [0, 1)",
+        ),
+        (
+            "model.name",
+            config.model.name,
+            config.model.name in MODEL_NAMES,
+            f"one of {MODEL_NAMES}",
+        ),
         ("client.fraction", c.fraction, 0 < c.fraction <= 1, "a number in (0, 1]"),
         ("client.epochs", c.epochs, c.epochs >= 1, "an integer >= 1"),
         ("client.batch_size", c.batch_size, c.batch_size >= 1, "an integer >= 1"),
@@ -215,17 +234,34 @@ def validate(config: Config) -> None:
         ("pruning.rate", p.rate, 0 < p.rate < 1, "a number in (0, 1)"),
         ("pruning.warmup_rounds", p.warmup_rounds, p.warmup_rounds >= 0, "an integer >= 0"),
         ("pruning.rounds_per_step", p.rounds_per_step, p.rounds_per_step >= 1, "an integer >= 1"),
-        ("pruning.target_sparsity", p.target_sparsity, 0 <= p.target_sparsity < 1, "a number in [0, 1)"),
+        (
+            "pruning.target_sparsity",
+            p.target_sparsity,
+            0 <= p.target_sparsity < 1,
+            "a number in [0, 1)",
+        ),
         ("pruning.scope", p.scope, p.scope in SCOPES, f"one of {SCOPES}"),
         ("pruning.trigger", p.trigger, p.trigger in TRIGGERS, f"one of {TRIGGERS}"),
         ("pruning.patience", p.patience, p.patience >= 1, "an integer >= 1"),
         ("pruning.guard_delta", p.guard_delta, p.guard_delta >= 0, "a number >= 0 (inf: no guard)"),
-        ("transport.dtype", config.transport.dtype, config.transport.dtype in DTYPE_NAMES,
-         f"one of {DTYPE_NAMES}"),
-        ("aggregation.rule", config.aggregation.rule, config.aggregation.rule in AGGREGATION_RULES,
-         f"one of {AGGREGATION_RULES}"),
-        ("aggregation.trim_fraction", config.aggregation.trim_fraction,
-         0 <= config.aggregation.trim_fraction < 0.5, "a number in [0, 0.5)"),
+        (
+            "transport.dtype",
+            config.transport.dtype,
+            config.transport.dtype in DTYPE_NAMES,
+            f"one of {DTYPE_NAMES}",
+        ),
+        (
+            "aggregation.rule",
+            config.aggregation.rule,
+            config.aggregation.rule in AGGREGATION_RULES,
+            f"one of {AGGREGATION_RULES}",
+        ),
+        (
+            "aggregation.trim_fraction",
+            config.aggregation.trim_fraction,
+            0 <= config.aggregation.trim_fraction < 0.5,
+            "a number in [0, 0.5)",
+        ),
     ]
     for name, value, ok, expected in checks:
         if not ok:
@@ -241,9 +277,13 @@ def _validate_device(device: str) -> None:
     try:
         parsed = torch.device(device)
     except RuntimeError as error:
-        raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from error
+        raise ConfigError(
+            f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}"
+        ) from error
     if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {device!r} requested but CUDA is not available (use 'auto' or 'cpu')")
+        raise ConfigError(
+            f"device: {device!r} requested but CUDA is not available (use 'auto' or 'cpu')"
+        )
     if parsed.type not in ("cpu", "cuda"):
         raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
 

@@ -67,8 +67,12 @@ def prepare(config: Config) -> Experiment:
     dataset = load_dataset(config.data.name, path, seed=config.seed)
     d = config.data
     clients = partition_clients(
-        dataset.y_train.numpy(), scheme=d.partition, num_clients=d.num_clients, alpha=d.alpha,
-        classes_per_client=d.classes_per_client, local_test_fraction=d.local_test_fraction,
+        dataset.y_train.numpy(),
+        scheme=d.partition,
+        num_clients=d.num_clients,
+        alpha=d.alpha,
+        classes_per_client=d.classes_per_client,
+        local_test_fraction=d.local_test_fraction,
         rng=np.random.default_rng([config.seed, 0xDA7A]),
     )
     torch.manual_seed(config.seed)  # the model's initial values come from the run's seed
@@ -90,8 +94,14 @@ def make_strategy(config: Config, initial_values: torch.Tensor) -> Strategy:
     if p.method == "none":
         return DenseStrategy()
     if p.method == "fedmap":
-        schedule = Schedule(p.warmup_rounds, p.rounds_per_step, p.target_sparsity, p.trigger,
-                            p.patience, p.guard_delta)
+        schedule = Schedule(
+            p.warmup_rounds,
+            p.rounds_per_step,
+            p.target_sparsity,
+            p.trigger,
+            p.patience,
+            p.guard_delta,
+        )
         return FedMapStrategy(schedule, p.rate, p.scope, initial_values if p.rewind else None)
     raise ConfigError(f"pruning.method: {p.method!r} is not implemented")
 
@@ -101,24 +111,48 @@ def run(
 ) -> dict[str, Any]:
     """Run all rounds, writing the run directory as it goes; return the summary."""
     config, device, data = experiment.config, experiment.device, experiment.dataset
-    write_partition_csv(run_dir / "partition.csv", experiment.clients, data.y_train.numpy(), data.num_classes)
-    server = Server(make_strategy(config, experiment.initial_values), experiment.layout,
-                    experiment.initial_values, dtype=config.transport.dtype,
-                    rule=config.aggregation.rule, trim_fraction=config.aggregation.trim_fraction)
+    write_partition_csv(
+        run_dir / "partition.csv", experiment.clients, data.y_train.numpy(), data.num_classes
+    )
+    server = Server(
+        make_strategy(config, experiment.initial_values),
+        experiment.layout,
+        experiment.initial_values,
+        dtype=config.transport.dtype,
+        rule=config.aggregation.rule,
+        trim_fraction=config.aggregation.trim_fraction,
+    )
     x_train, y_train = _to_device(data.x_train, device), data.y_train.to(device)
-    engine = SequentialEngine(experiment.model, experiment.layout, x_train, y_train,
-                              [torch.from_numpy(c.train_idx) for c in experiment.clients])
-    evaluator = Evaluator(experiment.model, experiment.layout,
-                          (_to_device(data.x_test, device), data.y_test.to(device)),
-                          _local_test_pool(experiment, x_train, y_train), len(experiment.clients))
+    engine = SequentialEngine(
+        experiment.model,
+        experiment.layout,
+        x_train,
+        y_train,
+        [torch.from_numpy(c.train_idx) for c in experiment.clients],
+    )
+    evaluator = Evaluator(
+        experiment.model,
+        experiment.layout,
+        (_to_device(data.x_test, device), data.y_test.to(device)),
+        _local_test_pool(experiment, x_train, y_train),
+        len(experiment.clients),
+    )
     c = config.client
     train = TrainConfig(c.epochs, c.batch_size, c.lr, c.momentum, c.weight_decay)
     writer = MetricsWriter(run_dir)
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     try:
-        for record in simulate(server, engine, evaluator, num_clients=len(experiment.clients),
-                               fraction=c.fraction, rounds=config.rounds, train=train, seed=config.seed):
+        for record in simulate(
+            server,
+            engine,
+            evaluator,
+            num_clients=len(experiment.clients),
+            fraction=c.fraction,
+            rounds=config.rounds,
+            train=train,
+            seed=config.seed,
+        ):
             row = metrics_row(record)
             writer.write(row)
             append_csv(run_dir / "ledger.csv", record.ledger)
@@ -128,15 +162,25 @@ def run(
     finally:
         writer.close()
     summary = summarise(rows, experiment, time.perf_counter() - started)
-    save_model(run_dir / "model.safetensors", server.model.values, server.model.mask,
-               {"epoch": str(server.model.epoch), "model": config.model.name,
-                "density": repr(server.model.mask.density), "dtype": config.transport.dtype})
+    save_model(
+        run_dir / "model.safetensors",
+        server.model.values,
+        server.model.mask,
+        {
+            "epoch": str(server.model.epoch),
+            "model": config.model.name,
+            "density": repr(server.model.mask.density),
+            "dtype": config.transport.dtype,
+        },
+    )
     _write_json_atomic(run_dir / "summary.json", summary)
     return summary
 
 
 def create_run_dir(config: Config, out: Path) -> Path:
     """Create ``out`` (refusing a non-empty one) and write the resolved config."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out: directory {out} exists and is not empty")
     out.mkdir(parents=True, exist_ok=True)
@@ -168,8 +212,11 @@ def summarise(rows: list[dict[str, Any]], experiment: Experiment, wall_s: float)
         "num_prunable": experiment.layout.num_prunable,
         "wall_s": round(wall_s, 2),
         "device": str(experiment.device),
-        "versions": {"fedmap": fedmap.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "fedmap": fedmap.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
     }
 
 
@@ -193,4 +240,3 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
-

@@ -18,10 +18,28 @@ import torch
 from fedmap.engines.simulate import RoundRecord
 
 COLUMNS = (
-    "round", "iteration", "density", "test_accuracy", "test_loss", "client_acc_mean",
-    "client_acc_std", "client_acc_min", "bytes_up", "bytes_down", "bytes_cum", "wall_s",
-    "val_accuracy", "train_loss", "pruned", "bootstraps", "rejected", "bytes_mask",
-    "bytes_header", "bytes_dense", "bytes_bitmap", "bytes_coo",
+    "round",
+    "iteration",
+    "density",
+    "test_accuracy",
+    "test_loss",
+    "client_acc_mean",
+    "client_acc_std",
+    "client_acc_min",
+    "bytes_up",
+    "bytes_down",
+    "bytes_cum",
+    "wall_s",
+    "val_accuracy",
+    "train_loss",
+    "pruned",
+    "bootstraps",
+    "rejected",
+    "bytes_mask",
+    "bytes_header",
+    "bytes_dense",
+    "bytes_bitmap",
+    "bytes_coo",
 )
 
 
