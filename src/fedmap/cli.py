@@ -58,7 +58,8 @@ def run(
     err.print(
         f"fedmap: {cfg.pruning.method} on {cfg.data.name}/{cfg.data.partition}, "
         f"{cfg.model.name}, {cfg.rounds} rounds, device {experiment.device} "
-        f"-> {escape(str(run_dir))}"
+        f"-> {escape(str(run_dir))}",
+        soft_wrap=True,
     )
     with _progress(quiet) as progress:
         task = progress.add_task("round", total=cfg.rounds, status="")
@@ -93,7 +94,7 @@ def run(
             indent=2,
         )
     )
-    err.print(f"run directory: {escape(str(run_dir))}")
+    err.print(f"run directory: {escape(str(run_dir))}", soft_wrap=True)
 
 
 def _progress(quiet: bool) -> Progress:

@@ -68,14 +68,13 @@ def simulate(
     rounds: int,
     train: TrainConfig,
     seed: int,
-    first_round: int = 1,
 ) -> Iterator[RoundRecord]:
-    """Run rounds ``first_round..rounds``, yielding one :class:`RoundRecord` per round."""
+    """Run rounds ``1..rounds``, yielding one :class:`RoundRecord` per round."""
     states: dict[int, ClientState] = {}
     layout, dtype = server.layout, server.dtype
     bytes_cum = 0
     started = time.perf_counter()
-    for rnd in range(first_round, rounds + 1):
+    for rnd in range(1, rounds + 1):
         plan = server.start_round(rnd)
         cohort = sample_clients(num_clients, fraction, seed, rnd)
         ledger: list[LedgerEntry] = []

@@ -75,8 +75,9 @@ def prepare(config: Config) -> Experiment:
         local_test_fraction=d.local_test_fraction,
         rng=np.random.default_rng([config.seed, 0xDA7A]),
     )
-    torch.manual_seed(config.seed)  # the model's initial values come from the run's seed
-    model = build_model(config.model.name, dataset.input_shape, dataset.num_classes)
+    with torch.random.fork_rng(devices=[]):  # initial values from the run's seed, no leak
+        torch.manual_seed(config.seed)
+        model = build_model(config.model.name, dataset.input_shape, dataset.num_classes)
     state = model.state_dict()
     transmitted = {name: state[name] for name in transmitted_names(model)}
     layout = Layout.from_state(transmitted, prunable_names(model))

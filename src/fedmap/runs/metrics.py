@@ -55,7 +55,7 @@ def metrics_row(record: RoundRecord) -> dict[str, Any]:
         "test_accuracy": record.evaluation.test_accuracy,
         "test_loss": record.evaluation.test_loss,
         "client_acc_mean": float(accs.mean()) if len(accs) else math.nan,
-        "client_acc_std": float(accs.std(unbiased=False)) if len(accs) else math.nan,
+        "client_acc_std": float(accs.std(correction=0)) if len(accs) else math.nan,
         "client_acc_min": float(accs.min()) if len(accs) else math.nan,
         "bytes_up": b.up,
         "bytes_down": b.down,
