@@ -6,77 +6,35 @@ import csv
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from typer.testing import CliRunner, Result
 
 from fedmap.cli import app
 from fedmap.runs.config import load_config
 from fedmap.runs.export import load_model
+from fedmap.runs.metrics import COLUMNS
 
-DESIGN_COLUMNS = [
-    "round",
-    "iteration",
-    "density",
-    "test_accuracy",
-    "test_loss",
-    "client_acc_mean",
-    "client_acc_std",
-    "client_acc_min",
-    "bytes_up",
-    "bytes_down",
-    "bytes_cum",
-    "wall_s",
-]
+DESIGN_COLUMNS = list(COLUMNS[:12])  # pinned to DESIGN.md in tests/runs/test_run_dir.py
 INT_COLUMNS = {"round", "iteration", "bytes_up", "bytes_down", "bytes_cum"}
-
-TINY_TOML = """\
-seed = 0
-rounds = 3
-device = "cpu"
-
-[data]
-name = "digits"
-num_clients = 6
-
-[model]
-name = "mlp"
-
-[client]
-fraction = 0.34
-batch_size = 32
-
-[pruning]
-method = "fedmap"
-warmup_rounds = 1
-rounds_per_step = 1
-target_sparsity = 0.5
-rate = 0.2
-"""
 
 
 @pytest.fixture(autouse=True)
 def _sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """cwd = tmp_path (so the default runs/ lands there), an empty HOME (no Fashion-MNIST
-    download cache), and one torch thread (tiny models train faster on one)."""
+    """cwd = tmp_path (so the default runs/ lands there) and an empty HOME (no Fashion-MNIST
+    download cache); tests/conftest.py keeps torch on one thread."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "home").mkdir()
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
-def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_TOML)
-    return path
+def config_file(write_tiny: Callable[..., Path]) -> Path:
+    return write_tiny(num_clients=6, fraction=0.34)
 
 
 def invoke(*args: str | Path) -> Result:

@@ -1,4 +1,4 @@
-"""Shared fixtures for the run-level tests: tiny digits configs and single-threaded torch."""
+"""Shared test fixtures: tiny digits configs and single-threaded torch."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ device = "cpu"
 
 [data]
 name = "digits"
-num_clients = 5
+num_clients = {num_clients}
 
 [model]
 name = "mlp"
 
 [client]
-fraction = 0.4
+fraction = {fraction}
 batch_size = 32
 
 [pruning]
@@ -45,11 +45,21 @@ def _one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture
 def write_tiny(tmp_path: Path) -> Callable[..., Path]:
-    """Return ``write(name="tiny.toml", seed=0, rounds=3) -> Path`` writing a tiny config."""
+    """Return ``write(name, seed=, rounds=, num_clients=, fraction=) -> Path`` for a tiny config."""
 
-    def write(name: str = "tiny.toml", *, seed: int = 0, rounds: int = 3) -> Path:
+    def write(
+        name: str = "tiny.toml",
+        *,
+        seed: int = 0,
+        rounds: int = 3,
+        num_clients: int = 5,
+        fraction: float = 0.4,
+    ) -> Path:
         path = tmp_path / name
-        path.write_text(TINY_TOML.format(seed=seed, rounds=rounds))
+        text = TINY_TOML.format(
+            seed=seed, rounds=rounds, num_clients=num_clients, fraction=fraction
+        )
+        path.write_text(text)
         return path
 
     return write
