@@ -1,9 +1,11 @@
-"""Shared test fixtures: tiny digits configs and single-threaded torch."""
+"""Shared test fixtures: tiny digits configs and runs, and single-threaded torch."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -63,3 +65,57 @@ def write_tiny(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# The same kind of run as a dict, for in-process runs (``run_tiny``).
+TINY: dict[str, Any] = {
+    "seed": 3,
+    "rounds": 6,
+    "data": {"name": "digits", "num_clients": 8},
+    "model": {"name": "mlp"},
+    "client": {"fraction": 0.5, "batch_size": 16, "lr": 0.1, "momentum": 0.5},
+    "pruning": {"warmup_rounds": 1, "rounds_per_step": 1, "target_sparsity": 0.6, "rate": 0.2},
+}
+
+
+def _tiny_config(**overrides: Any) -> Any:
+    """The TINY config with ``section__field=value`` (or ``field=value``) overrides."""
+    from fedmap.runs.config import config_from_dict
+
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    for key, value in overrides.items():
+        if "__" in key:
+            section, name = key.split("__")
+            raw.setdefault(section, {})[name] = value
+        else:
+            raw[key] = value
+    return config_from_dict(raw)
+
+
+@pytest.fixture
+def tiny_config() -> Callable[..., Any]:
+    """Return ``build(**overrides) -> Config``: TINY with ``section__field=value`` overrides."""
+    return _tiny_config
+
+
+@pytest.fixture
+def without_wall() -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Return a function dropping ``wall_s``, the one column a rerun may change (invariant 6)."""
+    return lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+@pytest.fixture
+def run_tiny(tmp_path: Path) -> Callable[..., tuple[Any, dict[str, Any], list[dict[str, Any]]]]:
+    """Return ``run(name, **overrides) -> (experiment, summary, rows)`` in ``tmp_path/name``."""
+    from fedmap.runs.experiment import prepare
+    from fedmap.runs.experiment import run as run_experiment
+
+    def run(name: str, **overrides: Any) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+        out = tmp_path / name
+        out.mkdir()
+        experiment = prepare(_tiny_config(**overrides))
+        summary = run_experiment(experiment, out)
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return experiment, summary, rows
+
+    return run

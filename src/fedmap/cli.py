@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedmap.errors import FedMapError
+from fedmap.errors import ConfigError, FedMapError
 
 app = typer.Typer(
     add_completion=False,
@@ -33,28 +33,57 @@ def _root() -> None:
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="Experiment TOML file.")],
+    config: Annotated[
+        Path | None, typer.Argument(help="Experiment TOML file (omit with --resume).")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Run directory (default runs/<config>-<time>).")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue the interrupted run in this run directory."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    """Run one experiment and write its run directory."""
+    """Run one experiment and write its run directory (or continue one with --resume)."""
+    from fedmap.runs.checkpoint import Checkpoint
     from fedmap.runs.config import load_config
     from fedmap.runs.experiment import create_run_dir, prepare
     from fedmap.runs.experiment import run as run_experiment
+    from fedmap.runs.resume import open_for_resume
 
+    checkpoint: Checkpoint | None = None
     try:
-        cfg = load_config(config, set_ or [])
-        experiment = prepare(cfg)  # data located and loaded before anything is written
-        run_dir = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        create_run_dir(cfg, run_dir)
+        if resume is not None:
+            if config is not None or set_ or out is not None:
+                raise ConfigError("--resume takes the run directory only (no CONFIG, --set, --out)")
+            resumption = open_for_resume(resume)
+            for problem in resumption.problems:
+                err.print(f"[yellow]warning:[/yellow] {escape(problem)}", soft_wrap=True)
+            if resumption.finished:
+                err.print(
+                    f"run {escape(str(resume))} already finished; nothing to resume",
+                    soft_wrap=True,
+                )
+                return
+            experiment, checkpoint, run_dir = resumption.experiment, resumption.checkpoint, resume
+            cfg = experiment.config
+            err.print(
+                f"resuming {escape(str(run_dir))} at round {resumption.next_round}",
+                soft_wrap=True,
+            )
+        else:
+            if config is None:
+                raise ConfigError("missing CONFIG (or --resume RUN_DIR)")
+            cfg = load_config(config, set_ or [])
+            experiment = prepare(cfg)  # data located and loaded before anything is written
+            run_dir = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            create_run_dir(cfg, run_dir)
     except FedMapError as error:
-        err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        _fail(error)
     err.print(
         f"fedmap: {cfg.pruning.method} on {cfg.data.name}/{cfg.data.partition}, "
         f"{cfg.model.name}, {cfg.rounds} rounds, device {experiment.device} "
@@ -62,20 +91,22 @@ def run(
         soft_wrap=True,
     )
     with _progress(quiet) as progress:
-        task = progress.add_task("round", total=cfg.rounds, status="")
+        done = 0 if checkpoint is None else checkpoint.round
+        task = progress.add_task("round", total=cfg.rounds, completed=done, status="")
 
         def on_round(row: dict[str, Any]) -> None:
             status = (
                 f"density {row['density']:.3f}  acc {row['test_accuracy']:.4f}  "
                 f"{row['bytes_cum'] / 1e6:,.1f} MB"
             )
+            if row["rejected"] or row["dropped"] or row["late"]:
+                status += f"  drop {row['dropped']} late {row['late']} rej {row['rejected']}"
             progress.update(task, completed=row["round"], status=status)
 
         try:
-            summary = run_experiment(experiment, run_dir, on_round)
+            summary = run_experiment(experiment, run_dir, on_round, checkpoint=checkpoint)
         except FedMapError as error:
-            err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            _fail(error, f"(resume with: fedmap run --resume {run_dir})")
     print(
         json.dumps(
             {
@@ -95,6 +126,14 @@ def run(
         )
     )
     err.print(f"run directory: {escape(str(run_dir))}", soft_wrap=True)
+
+
+def _fail(error: FedMapError, hint: str = "") -> NoReturn:
+    """Print one error line (plus an optional hint) and exit 1."""
+    err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+    if hint:
+        err.print(escape(hint), soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def _progress(quiet: bool) -> Progress:

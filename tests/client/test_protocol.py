@@ -38,7 +38,7 @@ def test_server_and_clients_agree_on_masks_for_every_dtype(dtype, scope):
     for rnd in range(1, 6):
         server.start_round(rnd)
         for cid in clients:
-            encoded, _ = server.downlink(clients[cid].epoch)
+            encoded, _ = server.downlink(clients[cid].epoch, cid)
             got = receive_downlink(encoded.data, clients[cid], layout)
             clients[cid] = got.state
             assert got.state.mask.same_as(server.model.mask)
@@ -58,7 +58,7 @@ def test_server_and_clients_agree_on_masks_for_every_dtype(dtype, scope):
                 dtype=dtype,
                 layout=layout,
             ).data
-            replies.append(server.read_reply(data))
+            replies.append(server.read_reply(data, cid))
         server.finish_round(replies)
         assert torch.equal(server.model.values, quantize(server.model.values, dtype))
     assert server.model.mask.density == pytest.approx(0.7**4, abs=0.01)

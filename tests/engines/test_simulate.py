@@ -1,37 +1,11 @@
 import torch
 
 from fedmap.engines.simulate import sample_clients
-from fedmap.runs.config import config_from_dict
 from fedmap.runs.experiment import make_strategy, prepare
-from fedmap.runs.experiment import run as run_experiment
-
-TINY = {
-    "seed": 3,
-    "rounds": 6,
-    "data": {"name": "digits", "num_clients": 8},
-    "model": {"name": "mlp"},
-    "client": {"fraction": 0.5, "batch_size": 16, "lr": 0.1, "momentum": 0.5},
-    "pruning": {"warmup_rounds": 1, "rounds_per_step": 1, "target_sparsity": 0.6, "rate": 0.2},
-}
 
 
-def run_tiny(tmp_path, name, **overrides):
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
-    for key, value in overrides.items():
-        section, field = key.split("__")
-        raw.setdefault(section, {})[field] = value
-    out = tmp_path / name
-    out.mkdir()
-    experiment = prepare(config_from_dict(raw))
-    summary = run_experiment(experiment, out)
-    rows = [
-        __import__("json").loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
-    ]
-    return experiment, summary, rows
-
-
-def test_fedmap_prunes_on_schedule_and_learns(tmp_path):
-    experiment, summary, rows = run_tiny(tmp_path, "a")
+def test_fedmap_prunes_on_schedule_and_learns(tmp_path, run_tiny):
+    experiment, summary, rows = run_tiny("a")
     n = experiment.layout.num_prunable
     expected, kept = [], n
     for rnd in range(1, 7):
@@ -44,8 +18,8 @@ def test_fedmap_prunes_on_schedule_and_learns(tmp_path):
     assert summary["bytes_total"] < summary["bytes_dense_fedavg"]
 
 
-def test_bytes_shrink_with_density_and_masks_travel_only_in_bootstraps(tmp_path):
-    _, _, rows = run_tiny(tmp_path, "b")
+def test_bytes_shrink_with_density_and_masks_travel_only_in_bootstraps(tmp_path, run_tiny):
+    _, _, rows = run_tiny("b")
     first, last = rows[0], rows[-1]
     assert last["bytes_up"] < 0.6 * first["bytes_up"]
     for row in rows:
@@ -53,17 +27,16 @@ def test_bytes_shrink_with_density_and_masks_travel_only_in_bootstraps(tmp_path)
         assert row["bytes_up"] + row["bytes_down"] <= row["bytes_dense"] + row["bytes_mask"]
 
 
-def test_dense_method_keeps_every_weight(tmp_path):
-    _, summary, rows = run_tiny(tmp_path, "c", pruning__method="none")
+def test_dense_method_keeps_every_weight(tmp_path, run_tiny):
+    _, summary, rows = run_tiny("c", pruning__method="none")
     assert {r["density"] for r in rows} == {1.0}
     assert summary["final_sparsity"] == 0.0
 
 
-def test_same_seed_same_metrics_and_pruned_values_exactly_zero(tmp_path):
-    e1, _, rows1 = run_tiny(tmp_path, "d1")
-    _, _, rows2 = run_tiny(tmp_path, "d2")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]  # noqa: E731
-    assert strip(rows1) == strip(rows2)
+def test_same_seed_same_metrics_and_pruned_values_exactly_zero(tmp_path, run_tiny, without_wall):
+    e1, _, rows1 = run_tiny("d1")
+    _, _, rows2 = run_tiny("d2")
+    assert without_wall(rows1) == without_wall(rows2)
     from fedmap.runs.export import load_model
 
     state, mask, _ = load_model(tmp_path / "d1" / "model.safetensors")
@@ -71,9 +44,9 @@ def test_same_seed_same_metrics_and_pruned_values_exactly_zero(tmp_path):
     assert torch.all(flat[~mask.flat] == 0.0)
 
 
-def test_float16_transport_halves_value_bytes(tmp_path):
-    _, s32, _ = run_tiny(tmp_path, "f32", pruning__method="none")
-    _, s16, _ = run_tiny(tmp_path, "f16", pruning__method="none", transport__dtype="float16")
+def test_float16_transport_halves_value_bytes(tmp_path, run_tiny):
+    _, s32, _ = run_tiny("f32", pruning__method="none")
+    _, s16, _ = run_tiny("f16", pruning__method="none", transport__dtype="float16")
     assert 0.49 < s16["bytes_total"] / s32["bytes_total"] < 0.52
 
 
@@ -85,6 +58,6 @@ def test_client_sampling_is_fixed_by_seed_and_round():
     assert len(sample_clients(3, 0.01, seed=0, round=1)) == 1
 
 
-def test_make_strategy_names(tmp_path):
-    experiment = prepare(config_from_dict({**TINY, "pruning": {"method": "none"}}))
+def test_make_strategy_names(tiny_config):
+    experiment = prepare(tiny_config(pruning__method="none"))
     assert make_strategy(experiment.config, experiment.initial_values).name == "none"

@@ -365,6 +365,23 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("aggregation.rule", "max"),
     ("aggregation.trim_fraction", 0.5),
     ("aggregation.trim_fraction", -0.1),
+    ("aggregation.norm_threshold", 1.0),
+    ("aggregation.norm_threshold", NAN),
+    ("checkpoint_every", 0),
+    ("faults.dropout", 1.0),
+    ("faults.dropout", -0.1),
+    ("faults.dropout", NAN),
+    ("faults.straggler_fraction", 1.5),
+    ("faults.straggler_fraction", NAN),
+    ("faults.deadline_s", 0.0),
+    ("faults.deadline_s", NAN),
+    ("faults.min_clients", 0),
+    ("faults.min_clients", 11),  # the default cohort is 10 of 100 clients
+    ("faults.max_attempts", 0),
+    ("faults.attack", "backdoor"),
+    ("faults.attacker_fraction", 1.5),
+    ("faults.attack_scale", 0.0),
+    ("faults.attack_scale", INF),
 ]
 
 

@@ -15,7 +15,7 @@ def setup():
     layout = Layout(("w", "b"), ((8, 4), (8,)), (True, False))
     server = Server(DenseStrategy(), layout, torch.randn(layout.numel))
     server.start_round(1)
-    encoded, _ = server.downlink(-1)
+    encoded, _ = server.downlink(-1, client=0)
     state = receive_downlink(encoded.data, ClientState(), layout).state
     return layout, server, state
 
@@ -28,7 +28,7 @@ def reply(layout, state, values, **kw):
 
 def test_valid_reply_is_accepted():
     layout, server, state = setup()
-    assert server.read_reply(reply(layout, state, torch.ones(layout.numel))).num_samples == 5
+    assert server.read_reply(reply(layout, state, torch.ones(layout.numel)), 0).num_samples == 5
 
 
 @pytest.mark.parametrize(
@@ -60,6 +60,77 @@ def test_invalid_replies_are_rejected_and_never_reach_the_model(make, reason):
     layout, server, state = setup()
     before = server.model.values.clone()
     with pytest.raises(UpdateRejected, match=reason):
-        server.read_reply(make(layout, state))
+        server.read_reply(make(layout, state), 0)
     server.finish_round([])
     assert torch.equal(server.model.values, before)
+
+
+def test_reply_from_a_client_never_sent_a_downlink_is_refused():
+    layout, server, state = setup()
+    with pytest.raises(UpdateRejected, match="unknown client 7"):
+        server.read_reply(reply(layout, state, torch.ones(layout.numel)), 7)
+
+
+def test_second_reply_from_the_same_client_is_refused():
+    layout, server, state = setup()
+    data = reply(layout, state, torch.ones(layout.numel))
+    server.read_reply(data, 0)
+    with pytest.raises(UpdateRejected, match="second reply from client 0"):
+        server.read_reply(data, 0)
+
+
+def test_norm_screen_refuses_only_the_outlier_and_the_mean_never_sees_it():
+    layout = Layout(("w",), ((50,),), (True,))
+    start = torch.zeros(layout.numel)
+    server = Server(DenseStrategy(), layout, start, norm_threshold=5.0)
+    server.start_round(1)
+    gen = torch.Generator().manual_seed(0)
+    replies = []
+    for client in range(6):
+        encoded, _ = server.downlink(-1, client)
+        state = receive_downlink(encoded.data, ClientState(), layout).state
+        scale = 100.0 if client == 3 else 1.0
+        update = scale * torch.randn(layout.numel, generator=gen)
+        replies.append((client, server.read_reply(reply(layout, state, update), client)))
+    screening = server.screen(replies)
+    assert [c for c, _ in screening.rejected] == [3]
+    assert "norm" in screening.rejected[0][1]
+    server.finish_round([m for _, m in screening.accepted])
+    honest = torch.stack([m.values for c, m in replies if c != 3]).mean(0)
+    assert torch.allclose(server.model.values, honest, atol=1e-6)
+
+
+def test_norm_screen_is_off_for_tiny_cohorts_and_when_disabled():
+    layout, server, state = setup()
+    message = server.read_reply(reply(layout, state, 1e6 * torch.ones(layout.numel)), 0)
+    assert server.screen([(0, message)]).rejected == []
+    server.norm_threshold = math.inf
+    assert server.screen([(0, message)] * 5).rejected == []
+
+
+def test_client_that_took_this_rounds_step_in_a_failed_attempt_gets_values_not_a_bootstrap():
+    from fedmap.core.codec import PruneInstruction
+    from fedmap.core.prune import compute_mask
+    from fedmap.strategies.base import Step, Strategy
+
+    class PruneRound2(Strategy):
+        def plan(self, round, model):
+            if round != 2:
+                return Step()
+            mask = compute_mask(model.values, model.mask, 0.5, "global")
+            return Step(prune=PruneInstruction(0.5), mask=mask)
+
+    layout = Layout(("w", "b"), ((8, 4), (8,)), (True, False))
+    server = Server(PruneRound2(), layout, torch.randn(layout.numel))
+    server.start_round(1)
+    state = receive_downlink(server.downlink(-1, 0)[0].data, ClientState(), layout).state
+    server.finish_round([])
+    server.start_round(2)
+    first = server.downlink(state.epoch, 0)[0]  # prune instruction
+    state = receive_downlink(first.data, state, layout).state
+    server.discard_replies()  # the attempt failed; the round is retried
+    again, _ = server.downlink(state.epoch, 0)
+    assert again.mask_nbytes == 0  # no bootstrap: it already holds the new mask
+    got = receive_downlink(again.data, state, layout)
+    assert got.state.mask.same_as(server.model.mask)
+    assert torch.equal(got.values, server.model.values)

@@ -5,31 +5,61 @@ prune step), every sampled client decodes its own downlink and updates its own
 mask, the engine trains the cohort, each reply is encoded, validated and
 aggregated, and the new global model is evaluated. The loop checks at run time
 that every client's mask and values equal the server's (DESIGN.md invariant 2).
+
+Faults (:mod:`fedmap.engines.faults`) are simulated inside the round: dropped and
+late clients do not answer, attackers send hostile but well-formed updates, an
+optional intruder injects arbitrary bytes. A round aggregates the valid replies if
+at least ``min_clients`` arrived, else it is retried with a fresh sample. The loop's
+whole memory (client epochs and masks, byte totals) can be saved and restored
+between rounds, so a resumed run continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from fedmap.client.protocol import ClientState, encode_reply, receive_downlink
 from fedmap.client.train import TrainConfig
+from fedmap.core.codec import Message
 from fedmap.core.ledger import LedgerEntry, RoundBytes, ledger_entry, sum_entries
-from fedmap.core.mask import pack
+from fedmap.core.mask import Mask, pack
 from fedmap.engines.base import Engine, RoundConfig
 from fedmap.engines.evaluation import Evaluation, Evaluator
-from fedmap.errors import ProtocolError, UpdateRejected
+from fedmap.engines.faults import (
+    Fate,
+    FaultModel,
+    attack_update,
+    client_fates,
+    round_duration,
+)
+from fedmap.errors import FedMapError, ProtocolError, UpdateRejected
 from fedmap.strategies.server import Server
+
+# Extra replies an intruder slips in after the honest ones: (round, honest replies) -> replies.
+Intruder = Callable[[int, list[tuple[int, bytes]]], list[tuple[int, bytes]]]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that went wrong with one client in one attempt of a round."""
+
+    round: int
+    attempt: int
+    client: int
+    kind: str  # "dropped", "late", "rejected", "retry"
+    reason: str
 
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """Everything measured in one round (the metrics row plus the ledger)."""
+    """Everything measured in one round (the metrics row plus the ledger and events)."""
 
     round: int
     iteration: int
@@ -44,13 +74,28 @@ class RoundRecord:
     rejected: int
     wall_s: float
     ledger: tuple[LedgerEntry, ...]
+    sampled: int = 0
+    answered: int = 0
+    dropped: int = 0
+    late: int = 0
+    attempts: int = 1
+    sim_time_s: float = 0.0
+    events: tuple[Event, ...] = ()
 
 
-def sample_clients(num_clients: int, fraction: float, seed: int, round: int) -> list[int]:
-    """``max(1, round(fraction * num_clients))`` distinct clients, fixed by (seed, round)."""
-    count = max(1, min(num_clients, round_half_up(fraction * num_clients)))
-    rng = np.random.default_rng([seed, round, 0x5A])
+def sample_clients(
+    num_clients: int, fraction: float, seed: int, round: int, attempt: int = 0
+) -> list[int]:
+    """``max(1, round(fraction * num_clients))`` distinct clients, fixed by seed, round, attempt."""
+    count = cohort_size(num_clients, fraction)
+    key = [seed, round, 0x5A] if attempt == 0 else [seed, round, 0x5A, attempt]
+    rng = np.random.default_rng(key)
     return sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False))
+
+
+def cohort_size(num_clients: int, fraction: float) -> int:
+    """Clients sampled per attempt."""
+    return max(1, min(num_clients, round_half_up(fraction * num_clients)))
 
 
 def round_half_up(value: float) -> int:
@@ -58,47 +103,189 @@ def round_half_up(value: float) -> int:
     return math.floor(value + 0.5)
 
 
-def simulate(
-    server: Server,
-    engine: Engine,
-    evaluator: Evaluator,
-    *,
-    num_clients: int,
-    fraction: float,
-    rounds: int,
-    train: TrainConfig,
-    seed: int,
-) -> Iterator[RoundRecord]:
-    """Run rounds ``1..rounds``, yielding one :class:`RoundRecord` per round."""
-    states: dict[int, ClientState] = {}
-    layout, dtype = server.layout, server.dtype
-    bytes_cum = 0
-    started = time.perf_counter()
-    for rnd in range(1, rounds + 1):
+@dataclass
+class _Attempt:
+    """What one attempt of a round produced."""
+
+    accepted: list[tuple[int, Message]]
+    participants: list[int]
+
+
+class Simulation:
+    """The round loop and its memory (client states, byte totals), resumable between rounds.
+
+    Parameters
+    ----------
+    server, engine, evaluator
+        The protocol's server, how clients are trained, how the model is scored.
+    num_clients, fraction, train, seed
+        Population, share sampled per round, local SGD settings, run seed.
+    faults
+        Dropouts, stragglers, retries and attackers (none by default).
+    intruder
+        Optional source of extra hostile replies (tests and fuzzing).
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        engine: Engine,
+        evaluator: Evaluator,
+        *,
+        num_clients: int,
+        fraction: float,
+        train: TrainConfig,
+        seed: int,
+        faults: FaultModel | None = None,
+        intruder: Intruder | None = None,
+    ) -> None:
+        self.server = server
+        self.engine = engine
+        self.evaluator = evaluator
+        self.num_clients = num_clients
+        self.fraction = fraction
+        self.train = train
+        self.seed = seed
+        self.faults = faults or FaultModel()
+        self.intruder = intruder
+        self.states: dict[int, ClientState] = {}
+        self.round = 0  # last finished round
+        self.bytes_cum = 0
+        self.wall_s = 0.0  # seconds spent in finished rounds, across resumes
+
+    def run(self, rounds: int) -> Iterator[RoundRecord]:
+        """Run the rounds after the last finished one up to ``rounds``, one record each."""
+        for rnd in range(self.round + 1, rounds + 1):
+            yield self.step(rnd)
+
+    def step(self, rnd: int) -> RoundRecord:
+        """Run round ``rnd`` to the end: attempts until enough valid replies, then aggregate."""
+        started = time.perf_counter()
+        server, faults = self.server, self.faults
         plan = server.start_round(rnd)
-        cohort = sample_clients(num_clients, fraction, seed, rnd)
         ledger: list[LedgerEntry] = []
-        bootstraps = 0
+        events: list[Event] = []
+        counts = {"sampled": 0, "bootstraps": 0, "rejected": 0, "dropped": 0, "late": 0}
+        sim_time = 0.0
+        for attempt in range(faults.max_attempts):
+            cohort = sample_clients(self.num_clients, self.fraction, self.seed, rnd, attempt)
+            fates = client_fates(faults, self.seed, rnd, attempt, cohort)
+            sim_time += round_duration(list(fates.values()), faults.deadline_s)
+            counts["sampled"] += len(cohort)
+            outcome = self._attempt(rnd, attempt, cohort, fates, ledger, events, counts)
+            if len(outcome.accepted) >= faults.min_clients:
+                break
+            server.discard_replies()
+            events.append(
+                Event(
+                    rnd,
+                    attempt,
+                    -1,
+                    "retry",
+                    f"{len(outcome.accepted)} valid replies < faults.min_clients "
+                    f"{faults.min_clients}",
+                )
+            )
+        else:
+            raise FedMapError(
+                f"round {rnd}: fewer than faults.min_clients={faults.min_clients} valid replies "
+                f"in each of {faults.max_attempts} attempts (faults.max_attempts)"
+            )
+        accepted = outcome.accepted
+        server.finish_round([m for _, m in accepted])  # aggregation
+        evaluation = self.evaluator.evaluate(server.model.values)  # evaluation
+        server.observe(rnd, evaluation.val_accuracy)
+        totals = sum_entries(ledger)
+        self.bytes_cum += totals.total
+        self.wall_s += time.perf_counter() - started
+        self.round = rnd
+        losses = [m.train_loss for _, m in accepted]
+        return RoundRecord(
+            round=rnd,
+            iteration=server.strategy.iteration,
+            density=server.model.mask.density,
+            pruned=plan.pruned,
+            cohort=tuple(outcome.participants),
+            evaluation=evaluation,
+            train_loss=float(np.mean(losses)) if losses else math.nan,
+            bytes=totals,
+            bytes_cum=self.bytes_cum,
+            bootstraps=counts["bootstraps"],
+            rejected=counts["rejected"],
+            wall_s=self.wall_s,
+            ledger=tuple(ledger),
+            sampled=counts["sampled"],
+            answered=len(accepted),
+            dropped=counts["dropped"],
+            late=counts["late"],
+            attempts=attempt + 1,
+            sim_time_s=sim_time,
+            events=tuple(events),
+        )
+
+    def _attempt(
+        self,
+        rnd: int,
+        attempt: int,
+        cohort: list[int],
+        fates: dict[int, Fate],
+        ledger: list[LedgerEntry],
+        events: list[Event],
+        counts: dict[str, int],
+    ) -> _Attempt:
+        """One attempt: downlinks, local training, uplinks, validation and the norm screen."""
+        server, faults = self.server, self.faults
+        layout, dtype = server.layout, server.dtype
+        plan = server.plan
+        assert plan is not None
+        participants = []
         for client in cohort:  # 1. downlinks: each client decodes and updates its own mask
-            state = states.get(client, ClientState())
-            encoded, sent_mask = server.downlink(state.epoch)
+            state = self.states.get(client, ClientState())
+            encoded, sent_mask = server.downlink(state.epoch, client)
             ledger.append(
                 ledger_entry(
                     encoded, round=rnd, client=client, direction="down", mask=sent_mask, dtype=dtype
                 )
             )
-            bootstraps += state.epoch != plan.in_step_epoch
+            counts["bootstraps"] += encoded.mask_nbytes > 0
             received = receive_downlink(encoded.data, state, layout)
-            states[client] = _check_agreement(received.values, received.state, server, client)
+            new_state = _check_agreement(received.values, received.state, server, client)
+            fate = fates[client]
+            if fate.dropped:  # crashed mid-round: its new state is lost with it
+                counts["dropped"] += 1
+                events.append(Event(rnd, attempt, client, "dropped", "went offline"))
+                continue
+            self.states[client] = new_state
+            if fate.late(faults.deadline_s):
+                counts["late"] += 1
+                events.append(
+                    Event(
+                        rnd,
+                        attempt,
+                        client,
+                        "late",
+                        f"reply due at {fate.latency_s:.2f} s > deadline {faults.deadline_s} s",
+                    )
+                )
+                continue
+            participants.append(client)
         model = server.model
-        results = engine.train_cohort(  # 2. local training
-            pack(model.values, model.mask), model.mask, cohort, RoundConfig(rnd, seed, train)
+        start = pack(model.values, model.mask)
+        results = (
+            self.engine.train_cohort(  # 2. local training
+                start, model.mask, participants, RoundConfig(rnd, self.seed, self.train)
+            )
+            if participants
+            else []
         )
-        replies, rejected = [], 0
-        for result in results:  # 3. uplinks: encoded, priced, validated
+        sent: list[tuple[int, bytes]] = []
+        for result in results:  # 3. uplinks: encoded and priced
+            packed = result.packed.float()
+            if result.client_id in faults.attackers:
+                packed = attack_update(packed, start, faults.attack, faults.attack_scale)
             encoded = encode_reply(
-                result.packed.float(),
-                states[result.client_id],
+                packed,
+                self.states[result.client_id],
                 round=rnd,
                 num_samples=result.num_samples,
                 train_loss=result.train_loss,
@@ -115,31 +302,83 @@ def simulate(
                     dtype=dtype,
                 )
             )
+            sent.append((result.client_id, encoded.data))
+        if self.intruder is not None:
+            sent += self.intruder(rnd, list(sent))
+        accepted = []
+        for client, data in sent:  # 4. validation, one reply at a time
             try:
-                replies.append(server.read_reply(encoded.data))
-            except UpdateRejected:
-                rejected += 1
-        server.finish_round(replies)  # 4. aggregation
-        evaluation = evaluator.evaluate(server.model.values)  # 5. evaluation
-        server.observe(rnd, evaluation.val_accuracy)
-        totals = sum_entries(ledger)
-        bytes_cum += totals.total
-        losses = [m.train_loss for m in replies]
-        yield RoundRecord(
-            round=rnd,
-            iteration=server.strategy.iteration,
-            density=server.model.mask.density,
-            pruned=plan.pruned,
-            cohort=tuple(cohort),
-            evaluation=evaluation,
-            train_loss=float(np.mean(losses)) if losses else math.nan,
-            bytes=totals,
-            bytes_cum=bytes_cum,
-            bootstraps=int(bootstraps),
-            rejected=rejected,
-            wall_s=time.perf_counter() - started,
-            ledger=tuple(ledger),
-        )
+                accepted.append((client, server.read_reply(data, client)))
+            except UpdateRejected as error:
+                counts["rejected"] += 1
+                events.append(Event(rnd, attempt, client, "rejected", str(error)))
+        screening = server.screen(accepted)  # 5. the cohort-level norm screen
+        for client, reason in screening.rejected:
+            counts["rejected"] += 1
+            events.append(Event(rnd, attempt, client, "rejected", reason))
+        return _Attempt(screening.accepted, participants)
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to continue after the last finished round (server included)."""
+        tensors, server_meta = self.server.state_dict()
+        masks: dict[int, Mask] = {}
+        for state in self.states.values():
+            if state.mask is not None:
+                masks.setdefault(state.epoch, state.mask)
+        for epoch, mask in masks.items():
+            tensors[f"client_mask.{epoch}"] = mask.prunable_bits()
+        meta = {
+            "round": self.round,
+            "bytes_cum": self.bytes_cum,
+            "wall_s": self.wall_s,
+            "client_epochs": {str(c): s.epoch for c, s in sorted(self.states.items())},
+            "server": server_meta,
+        }
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned; the next :meth:`run` starts after it."""
+        self.server.load_state_dict(tensors, meta["server"])
+        layout, current = self.server.layout, self.server.model
+        masks: dict[int, Mask] = {}
+        self.states = {}
+        for client, epoch in meta["client_epochs"].items():
+            if epoch not in masks:
+                bits = tensors.get(f"client_mask.{epoch}")
+                if bits is None:
+                    raise ProtocolError(f"checkpoint lacks the mask of epoch {epoch}")
+                mask = Mask.from_prunable_bits(layout, bits)
+                masks[epoch] = current.mask if mask.same_as(current.mask) else mask
+            self.states[int(client)] = ClientState(int(epoch), masks[epoch])
+        self.round = int(meta["round"])
+        self.bytes_cum = int(meta["bytes_cum"])
+        self.wall_s = float(meta["wall_s"])
+
+
+def simulate(
+    server: Server,
+    engine: Engine,
+    evaluator: Evaluator,
+    *,
+    num_clients: int,
+    fraction: float,
+    rounds: int,
+    train: TrainConfig,
+    seed: int,
+    faults: FaultModel | None = None,
+) -> Iterator[RoundRecord]:
+    """Run rounds ``1..rounds``, yielding one :class:`RoundRecord` per round."""
+    simulation = Simulation(
+        server,
+        engine,
+        evaluator,
+        num_clients=num_clients,
+        fraction=fraction,
+        train=train,
+        seed=seed,
+        faults=faults,
+    )
+    return simulation.run(rounds)
 
 
 def _check_agreement(

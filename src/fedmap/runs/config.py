@@ -88,6 +88,21 @@ class AggregationConfig:
 
     rule: str = "mean"
     trim_fraction: float = 0.1
+    norm_threshold: float = 10.0  # reject updates > this x the cohort's median norm; inf: off
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """``[faults]``: simulated dropouts, stragglers, attackers, and how rounds cope."""
+
+    dropout: float = 0.0
+    straggler_fraction: float = 0.0
+    deadline_s: float = math.inf
+    min_clients: int = 1
+    max_attempts: int = 10
+    attack: str = "none"
+    attacker_fraction: float = 0.0
+    attack_scale: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -98,12 +113,14 @@ class Config:
     rounds: int = 100
     device: str = "auto"
     engine: str = "sequential"
+    checkpoint_every: int = 1  # rounds between checkpoints (the last round always gets one)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -190,13 +207,23 @@ def validate(config: Config) -> None:
     from fedmap.core.schedule import TRIGGERS
     from fedmap.data.datasets import DATASET_NAMES
     from fedmap.data.partition import PARTITION_NAMES
+    from fedmap.engines.faults import ATTACKS
+    from fedmap.engines.simulate import cohort_size
     from fedmap.models import MODEL_NAMES
 
-    d, c, p = config.data, config.client, config.pruning
+    d, c, p, f = config.data, config.client, config.pruning, config.faults
+    sane = 0 < c.fraction <= 1 and d.num_clients >= 1  # else those fields fail first
+    cohort = cohort_size(d.num_clients, c.fraction) if sane else 1
     checks: list[tuple[str, Any, bool, str]] = [
         ("rounds", config.rounds, config.rounds >= 1, "an integer >= 1"),
         ("seed", config.seed, 0 <= config.seed < 2**32, "an integer in [0, 2**32)"),
         ("engine", config.engine, config.engine in ENGINES, f"one of {ENGINES}"),
+        (
+            "checkpoint_every",
+            config.checkpoint_every,
+            config.checkpoint_every >= 1,
+            "an integer >= 1",
+        ),
         ("data.name", d.name, d.name in DATASET_NAMES, f"one of {DATASET_NAMES}"),
         (
             "data.partition",
@@ -261,6 +288,40 @@ def validate(config: Config) -> None:
             config.aggregation.trim_fraction,
             0 <= config.aggregation.trim_fraction < 0.5,
             "a number in [0, 0.5)",
+        ),
+        (
+            "aggregation.norm_threshold",
+            config.aggregation.norm_threshold,
+            config.aggregation.norm_threshold > 1,
+            "a number > 1 (inf: no norm screen)",
+        ),
+        ("faults.dropout", f.dropout, 0 <= f.dropout < 1, "a number in [0, 1)"),
+        (
+            "faults.straggler_fraction",
+            f.straggler_fraction,
+            0 <= f.straggler_fraction <= 1,
+            "a number in [0, 1]",
+        ),
+        ("faults.deadline_s", f.deadline_s, f.deadline_s > 0, "a number > 0 (inf: no deadline)"),
+        (
+            "faults.min_clients",
+            f.min_clients,
+            1 <= f.min_clients <= cohort,
+            f"an integer in [1, {cohort}] (the clients sampled per round)",
+        ),
+        ("faults.max_attempts", f.max_attempts, f.max_attempts >= 1, "an integer >= 1"),
+        ("faults.attack", f.attack, f.attack in ATTACKS, f"one of {ATTACKS}"),
+        (
+            "faults.attacker_fraction",
+            f.attacker_fraction,
+            0 <= f.attacker_fraction <= 1,
+            "a number in [0, 1]",
+        ),
+        (
+            "faults.attack_scale",
+            f.attack_scale,
+            f.attack_scale > 0 and math.isfinite(f.attack_scale),
+            "a positive number",
         ),
     ]
     for name, value, ok, expected in checks:

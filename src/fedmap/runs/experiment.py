@@ -2,16 +2,18 @@
 
 Order matters for clean failure: the config is validated and the data located
 and loaded *before* the run directory is created, so a bad config or missing
-data leaves nothing behind.
+data leaves nothing behind. After every round the metrics, ledger and events are
+appended and a checkpoint records the state *and* the length of each of those
+files, so a resumed run cuts them back to the checkpoint and continues exactly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 import platform
-import time
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,16 +30,21 @@ from fedmap.core.schedule import Schedule
 from fedmap.data.datasets import Dataset, check_dataset_available, load_dataset
 from fedmap.data.partition import ClientData, partition_clients, write_partition_csv
 from fedmap.engines.evaluation import Evaluator
+from fedmap.engines.faults import FaultModel, choose_attackers
 from fedmap.engines.sequential import SequentialEngine
-from fedmap.engines.simulate import simulate
+from fedmap.engines.simulate import Intruder, Simulation
 from fedmap.errors import ConfigError
 from fedmap.models import build_model, prunable_names, transmitted_names
+from fedmap.runs.checkpoint import Checkpoint, CheckpointError, save_checkpoint, write_atomic
 from fedmap.runs.config import Config, dump_toml
 from fedmap.runs.export import save_model
-from fedmap.runs.metrics import MetricsWriter, metrics_row
+from fedmap.runs.metrics import MetricsWriter, append_events, metrics_row, read_metrics
 from fedmap.strategies.base import DenseStrategy, Strategy
 from fedmap.strategies.fedmap import FedMapStrategy
 from fedmap.strategies.server import Server
+
+# Files that grow by one round at a time; a checkpoint records their lengths.
+ROUND_FILES = ("metrics.jsonl", "metrics.csv", "ledger.csv", "events.jsonl")
 
 
 @dataclass
@@ -107,14 +114,9 @@ def make_strategy(config: Config, initial_values: torch.Tensor) -> Strategy:
     raise ConfigError(f"pruning.method: {p.method!r} is not implemented")
 
 
-def run(
-    experiment: Experiment, run_dir: Path, on_round: Callable[[dict[str, Any]], None] | None = None
-) -> dict[str, Any]:
-    """Run all rounds, writing the run directory as it goes; return the summary."""
+def build_simulation(experiment: Experiment, intruder: Intruder | None = None) -> Simulation:
+    """Server, engine, evaluator and fault model for ``experiment``, wired into the round loop."""
     config, device, data = experiment.config, experiment.device, experiment.dataset
-    write_partition_csv(
-        run_dir / "partition.csv", experiment.clients, data.y_train.numpy(), data.num_classes
-    )
     server = Server(
         make_strategy(config, experiment.initial_values),
         experiment.layout,
@@ -122,6 +124,7 @@ def run(
         dtype=config.transport.dtype,
         rule=config.aggregation.rule,
         trim_fraction=config.aggregation.trim_fraction,
+        norm_threshold=config.aggregation.norm_threshold,
     )
     x_train, y_train = _to_device(data.x_train, device), data.y_train.to(device)
     engine = SequentialEngine(
@@ -138,31 +141,65 @@ def run(
         _local_test_pool(experiment, x_train, y_train),
         len(experiment.clients),
     )
-    c = config.client
-    train = TrainConfig(c.epochs, c.batch_size, c.lr, c.momentum, c.weight_decay)
+    c, f = config.client, config.faults
+    return Simulation(
+        server,
+        engine,
+        evaluator,
+        num_clients=len(experiment.clients),
+        fraction=c.fraction,
+        train=TrainConfig(c.epochs, c.batch_size, c.lr, c.momentum, c.weight_decay),
+        seed=config.seed,
+        faults=FaultModel(
+            dropout=f.dropout,
+            straggler_fraction=f.straggler_fraction,
+            deadline_s=f.deadline_s,
+            min_clients=f.min_clients,
+            max_attempts=f.max_attempts,
+            attack=f.attack,
+            attackers=choose_attackers(len(experiment.clients), f.attacker_fraction, config.seed)
+            if f.attack != "none"
+            else frozenset(),
+            attack_scale=f.attack_scale,
+        ),
+        intruder=intruder,
+    )
+
+
+def run(
+    experiment: Experiment,
+    run_dir: Path,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    checkpoint: Checkpoint | None = None,
+    intruder: Intruder | None = None,
+) -> dict[str, Any]:
+    """Run all rounds (after ``checkpoint``'s, if given), writing the run directory as it goes."""
+    config = experiment.config
+    data = experiment.dataset
+    write_partition_csv(
+        run_dir / "partition.csv", experiment.clients, data.y_train.numpy(), data.num_classes
+    )
+    simulation = build_simulation(experiment, intruder)
+    if checkpoint is None:
+        _truncate_round_files(run_dir, dict.fromkeys(ROUND_FILES, 0))
+    else:
+        _restore(simulation, checkpoint, run_dir, config)
     writer = MetricsWriter(run_dir)
-    rows: list[dict[str, Any]] = []
-    started = time.perf_counter()
     try:
-        for record in simulate(
-            server,
-            engine,
-            evaluator,
-            num_clients=len(experiment.clients),
-            fraction=c.fraction,
-            rounds=config.rounds,
-            train=train,
-            seed=config.seed,
-        ):
+        for record in simulation.run(config.rounds):
             row = metrics_row(record)
             writer.write(row)
             append_csv(run_dir / "ledger.csv", record.ledger)
-            rows.append(row)
+            append_events(run_dir / "events.jsonl", record.events)
+            if record.round % config.checkpoint_every == 0 or record.round == config.rounds:
+                _save(simulation, run_dir, config)
             if on_round is not None:
                 on_round(row)
     finally:
         writer.close()
-    summary = summarise(rows, experiment, time.perf_counter() - started)
+    summary = summarise(read_metrics(run_dir), experiment, simulation.wall_s)
+    server = simulation.server
     save_model(
         run_dir / "model.safetensors",
         server.model.values,
@@ -174,8 +211,52 @@ def run(
             "dtype": config.transport.dtype,
         },
     )
-    _write_json_atomic(run_dir / "summary.json", summary)
+    write_atomic(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def config_digest(config: Config) -> str:
+    """SHA-256 of the resolved config: a checkpoint only resumes the run it came from."""
+    return hashlib.sha256(dump_toml(config).encode()).hexdigest()
+
+
+def _save(simulation: Simulation, run_dir: Path, config: Config) -> None:
+    tensors, meta = simulation.state_dict()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta["python_random"] = random.getstate()
+    meta["offsets"] = {name: _size(run_dir / name) for name in ROUND_FILES}
+    meta["config_sha256"] = config_digest(config)
+    save_checkpoint(run_dir, simulation.round, tensors, meta)
+
+
+def _restore(simulation: Simulation, checkpoint: Checkpoint, run_dir: Path, config: Config) -> None:
+    meta = checkpoint.meta
+    if meta.get("config_sha256") != config_digest(config):
+        raise CheckpointError(
+            f"{checkpoint.path}: written by a different config than {run_dir / 'config.toml'}"
+        )
+    simulation.load_state_dict(checkpoint.tensors, meta)
+    torch.set_rng_state(checkpoint.tensors["rng.torch"])
+    version, internal, gauss = meta["python_random"]
+    random.setstate((version, tuple(internal), gauss))
+    _truncate_round_files(run_dir, meta["offsets"])
+
+
+def _truncate_round_files(run_dir: Path, offsets: dict[str, int]) -> None:
+    """Cut each per-round file back to ``offsets`` (0: remove it): drop rounds past a checkpoint."""
+    for name in ROUND_FILES:
+        path, size = run_dir / name, int(offsets.get(name, 0))
+        if size == 0:
+            path.unlink(missing_ok=True)
+            continue
+        if _size(path) < size:
+            raise CheckpointError(f"{path} is shorter than its checkpoint says: it was truncated")
+        with path.open("r+b") as handle:
+            handle.truncate(size)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 def create_run_dir(config: Config, out: Path) -> Path:
@@ -235,9 +316,3 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Move inputs to ``device``; images go channels-last to match the model."""
     x = x.to(device)
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-
-
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -1,21 +1,24 @@
 """Metrics rows: one per round, written to ``metrics.jsonl`` and ``metrics.csv`` as they come.
 
 The first twelve columns are the names DESIGN.md section 5 fixes; the rest add
-detail (validation accuracy, bootstraps, what dense/bitmap/COO would have cost).
+detail (validation accuracy, bootstraps, what dense/bitmap/COO would have cost,
+how many sampled clients answered, dropped, were late or were rejected).
 Rows are flushed every round so a long run can be watched (and plotted) live.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fedmap.engines.simulate import RoundRecord
+from fedmap.engines.simulate import Event, RoundRecord
 
 COLUMNS = (
     "round",
@@ -40,6 +43,12 @@ COLUMNS = (
     "bytes_dense",
     "bytes_bitmap",
     "bytes_coo",
+    "sampled",
+    "answered",
+    "dropped",
+    "late",
+    "attempts",
+    "sim_time_s",
 )
 
 
@@ -71,6 +80,12 @@ def metrics_row(record: RoundRecord) -> dict[str, Any]:
         "bytes_dense": b.dense,
         "bytes_bitmap": b.bitmap,
         "bytes_coo": b.coo,
+        "sampled": record.sampled,
+        "answered": record.answered,
+        "dropped": record.dropped,
+        "late": record.late,
+        "attempts": record.attempts,
+        "sim_time_s": round(record.sim_time_s, 4),
     }
 
 
@@ -97,6 +112,13 @@ class MetricsWriter:
         """Close both files."""
         self.jsonl.close()
         self.csv_file.close()
+
+
+def append_events(path: Path, events: Iterable[Event]) -> None:
+    """Append a round's fault and rejection events to ``events.jsonl`` (created if absent)."""
+    with path.open("a") as handle:
+        for event in events:
+            handle.write(json.dumps(dataclasses.asdict(event)) + "\n")
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

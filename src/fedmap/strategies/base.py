@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from fedmap.core.codec import PruneInstruction
+from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask
 
 
@@ -56,6 +58,15 @@ class Strategy(ABC):
     def iteration(self) -> int:
         """Prune steps in the current mask (the ``iteration`` metrics column)."""
         return 0
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """What the strategy remembers between rounds (for checkpoints); default: nothing."""
+        return {}, {}
+
+    def load_state_dict(  # noqa: B027
+        self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], layout: Layout
+    ) -> None:
+        """Restore what :meth:`state_dict` returned; default: nothing to restore."""
 
 
 class DenseStrategy(Strategy):

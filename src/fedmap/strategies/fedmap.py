@@ -7,11 +7,14 @@ a mask: every in-step client recomputes the same mask from the same values.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import torch
 
 from fedmap.core.codec import PruneInstruction
+from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask
 from fedmap.core.prune import compute_mask
 from fedmap.core.schedule import (
@@ -84,3 +87,23 @@ class FedMapStrategy(Strategy):
         within = val_accuracy >= self.state.dense_best - self.schedule.guard_delta
         if guard_on and val_accuracy > before and within:
             self._fallback = (model.values.clone(), model.mask, self.state.steps)
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The schedule's state and the guard's fallback model."""
+        meta: dict[str, Any] = {"schedule": dataclasses.asdict(self.state), "fallback": None}
+        tensors: dict[str, torch.Tensor] = {}
+        if self._fallback is not None:
+            values, mask, steps = self._fallback
+            tensors = {"fallback.values": values, "fallback.mask": mask.prunable_bits()}
+            meta["fallback"] = steps
+        return tensors, meta
+
+    def load_state_dict(
+        self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], layout: Layout
+    ) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.state = ScheduleState(**meta["schedule"])
+        self._fallback = None
+        if meta["fallback"] is not None:
+            mask = Mask.from_prunable_bits(layout, tensors["fallback.mask"])
+            self._fallback = (tensors["fallback.values"].clone(), mask, int(meta["fallback"]))

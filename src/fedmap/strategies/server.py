@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -29,6 +30,8 @@ from fedmap.core.mask import Mask, pack, unpack
 from fedmap.errors import CodecError, UpdateRejected
 from fedmap.strategies.base import GlobalModel, Strategy
 
+MIN_COHORT_FOR_NORM_SCREEN = 3  # a median of fewer norms says nothing about outliers
+
 
 @dataclass
 class RoundPlan:
@@ -39,7 +42,17 @@ class RoundPlan:
     in_step_mask: Mask  # the mask in-step values are packed with (the old one on a prune round)
     prune: PruneInstruction | None
     pruned: bool  # the mask changed at the start of this round
+    expected: set[int] = field(default_factory=set)  # clients sent a downlink this round
+    replied: set[int] = field(default_factory=set)  # clients whose reply was accepted
     _cache: dict[str, tuple[Encoded, Mask]] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Screening:
+    """Replies that passed the cohort-level norm screen, and those that did not (with why)."""
+
+    accepted: list[tuple[int, Message]]
+    rejected: list[tuple[int, str]]
 
 
 class Server:
@@ -57,6 +70,9 @@ class Server:
         Transport dtype of values, both directions.
     rule, trim_fraction
         Aggregation rule over packed vectors.
+    norm_threshold
+        Reject an update whose distance from the global model exceeds this many times
+        the cohort's median distance (``inf`` disables the screen).
     """
 
     def __init__(
@@ -68,12 +84,14 @@ class Server:
         dtype: str = "float32",
         rule: str = "mean",
         trim_fraction: float = 0.1,
+        norm_threshold: float = math.inf,
     ) -> None:
         self.strategy = strategy
         self.layout = layout
         self.dtype = dtype
         self.rule = rule
         self.trim_fraction = trim_fraction
+        self.norm_threshold = norm_threshold
         self.model = GlobalModel(quantize(initial_values, dtype), Mask.dense(layout), 0)
         self.plan: RoundPlan | None = None
 
@@ -94,25 +112,44 @@ class Server:
             self.plan = RoundPlan(round, model.epoch, model.mask, None, pruned=False)
         return self.plan
 
-    def downlink(self, client_epoch: int) -> tuple[Encoded, Mask]:
+    def downlink(self, client_epoch: int, client: int | None = None) -> tuple[Encoded, Mask]:
         """The message for a client holding ``client_epoch``, and the mask its values use.
 
         A client in step gets values only (plus the prune instruction on a prune
-        round); a stale or new one gets a bootstrap with the mask. Messages do not
-        depend on the client otherwise, so each kind is encoded once per round.
+        round); one already holding the new mask (it took this round's step in an
+        earlier attempt) gets values packed with it; a stale or new one gets a
+        bootstrap with the mask. Messages do not depend on the client otherwise, so
+        each kind is encoded once per round. ``client`` is remembered as a party
+        whose reply this round may be accepted.
         """
         plan = self._current_plan()
-        kind = "in_step" if client_epoch == plan.in_step_epoch else "bootstrap"
+        if client is not None:
+            plan.expected.add(client)
+        if client_epoch == plan.in_step_epoch:
+            kind = "in_step"
+        elif client_epoch == self.model.epoch and plan.in_step_epoch is not None:
+            kind = "current"
+        else:
+            kind = "bootstrap"
         if kind not in plan._cache:
-            if kind == "in_step":
-                plan._cache[kind] = (self._encode_values(self.model, None), self.model.mask)
-            else:
+            if kind == "bootstrap":
                 plan._cache[kind] = (self._encode_bootstrap(), self.model.mask)
+            else:
+                plan._cache[kind] = (self._encode_values(self.model, None), self.model.mask)
         return plan._cache[kind]
 
-    def read_reply(self, data: bytes) -> Message:
-        """Decode and validate one client reply; raise :class:`UpdateRejected` with the reason."""
+    def read_reply(self, data: bytes, client: int) -> Message:
+        """Decode and validate ``client``'s reply; raise :class:`UpdateRejected` with the reason.
+
+        Nothing here changes the model: a rejected reply leaves no trace but the
+        count. An accepted reply marks ``client`` as answered, so a second reply from
+        it (a replay) is refused.
+        """
         plan = self._current_plan()
+        if client not in plan.expected:
+            raise UpdateRejected(f"reply from unknown client {client!r} (not sent this round)")
+        if client in plan.replied:
+            raise UpdateRejected(f"second reply from client {client} this round")
         try:
             message = decode(data, self.layout.fingerprint, self.layout.num_prunable)
         except CodecError as error:
@@ -131,7 +168,34 @@ class Server:
             raise UpdateRejected(f"reply reports {message.num_samples} training samples")
         if not bool(torch.isfinite(message.values).all()) or not math.isfinite(message.train_loss):
             raise UpdateRejected("reply contains NaN or Inf")
+        plan.replied.add(client)
         return message
+
+    def discard_replies(self) -> None:
+        """Forget this attempt's accepted replies (the round is retried with a fresh sample)."""
+        plan = self._current_plan()
+        plan.replied.clear()
+        plan.expected.clear()
+
+    def screen(self, replies: list[tuple[int, Message]]) -> Screening:
+        """Reject updates whose distance from the global model is far outside the cohort's.
+
+        The yardstick is the median distance, robust to a minority of attackers; a
+        reply more than ``norm_threshold`` times it away is refused. Cohorts smaller
+        than three are not screened: their median is no reference.
+        """
+        if not math.isfinite(self.norm_threshold) or len(replies) < MIN_COHORT_FOR_NORM_SCREEN:
+            return Screening(list(replies), [])
+        start = pack(self.model.values, self.model.mask).double()
+        norms = [float(torch.linalg.vector_norm(m.values.double() - start)) for _, m in replies]
+        limit = self.norm_threshold * float(torch.tensor(norms).median())
+        accepted, rejected = [], []
+        for (client, message), norm in zip(replies, norms, strict=True):
+            if norm > limit:
+                rejected.append((client, f"update norm {norm:.4g} exceeds {limit:.4g}"))
+            else:
+                accepted.append((client, message))
+        return Screening(accepted, rejected)
 
     def finish_round(self, replies: list[Message]) -> None:
         """Aggregate validated replies into the global model (kept in the transport dtype)."""
@@ -149,6 +213,23 @@ class Server:
     def observe(self, round: int, val_accuracy: float) -> None:
         """Pass the end-of-round validation accuracy to the strategy."""
         self.strategy.observe(round, self.model, val_accuracy)
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The global model and the strategy's memory, as tensors and JSON-able values."""
+        tensors, meta = self.strategy.state_dict()
+        tensors = {f"strategy.{k}": v for k, v in tensors.items()}
+        tensors["server.values"] = self.model.values
+        tensors["server.mask"] = self.model.mask.prunable_bits()
+        return tensors, {"epoch": self.model.epoch, "strategy": meta}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (between rounds)."""
+        mask = Mask.from_prunable_bits(self.layout, tensors["server.mask"])
+        self.model = GlobalModel(tensors["server.values"].clone(), mask, int(meta["epoch"]))
+        prefix = "strategy."
+        own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        self.strategy.load_state_dict(own, meta["strategy"], self.layout)
+        self.plan = None
 
     def _encode_values(self, model: GlobalModel, prune: PruneInstruction | None) -> Encoded:
         plan = self._current_plan()

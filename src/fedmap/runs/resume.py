@@ -1,0 +1,45 @@
+"""Continue an interrupted run from its newest intact checkpoint.
+
+Everything a run needs is in its directory: the resolved ``config.toml`` rebuilds
+the identical experiment (data, partition and initial model all follow from the
+seed), and the newest checkpoint that passes its checksum restores the round
+loop. Damaged newer checkpoints are reported and skipped, never trusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedmap.errors import ConfigError
+from fedmap.runs.checkpoint import Checkpoint, load_latest
+from fedmap.runs.config import load_config
+from fedmap.runs.experiment import Experiment, prepare
+
+
+@dataclass
+class Resumption:
+    """A run ready to continue: the experiment, where to continue from, and what was skipped."""
+
+    experiment: Experiment
+    checkpoint: Checkpoint | None  # None: no intact checkpoint, start again from round 1
+    problems: list[str]  # one line per damaged checkpoint that was skipped
+    finished: bool  # the run had already written its summary
+
+    @property
+    def next_round(self) -> int:
+        """The first round that will run."""
+        return 1 if self.checkpoint is None else self.checkpoint.round + 1
+
+
+def open_for_resume(run_dir: Path) -> Resumption:
+    """Rebuild the experiment of ``run_dir`` and find its newest intact checkpoint."""
+    if not run_dir.is_dir():
+        raise ConfigError(f"--resume: {run_dir} is not a directory")
+    config_path = run_dir / "config.toml"
+    if not config_path.is_file():
+        raise ConfigError(f"--resume: {run_dir} is not a run directory (no config.toml)")
+    experiment = prepare(load_config(config_path))
+    checkpoint, problems = load_latest(run_dir)
+    finished = (run_dir / "summary.json").is_file()
+    return Resumption(experiment, checkpoint, problems, finished)
