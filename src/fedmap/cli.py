@@ -107,6 +107,13 @@ def run(
             summary = run_experiment(experiment, run_dir, on_round, checkpoint=checkpoint)
         except FedMapError as error:
             _fail(error, f"(resume with: fedmap run --resume {run_dir})")
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print(
+                f"interrupted; resume with: fedmap run --resume {escape(str(run_dir))}",
+                soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
     print(
         json.dumps(
             {
@@ -125,6 +132,15 @@ def run(
             indent=2,
         )
     )
+    trouble = {
+        "dropped": summary["clients_dropped"],
+        "late": summary["clients_late"],
+        "rejected": summary["replies_rejected"],
+        "retried rounds": summary["round_retries"],
+    }
+    if any(trouble.values()):
+        listed = ", ".join(f"{v} {k}" for k, v in trouble.items() if v)
+        err.print(f"faults: {listed} (each with its reason in events.jsonl)", soft_wrap=True)
     err.print(f"run directory: {escape(str(run_dir))}", soft_wrap=True)
 
 

@@ -232,3 +232,34 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, tiny_config):
     (tmp_path / "done" / "config.toml").write_text(dump_toml(edited))
     changed = runner.invoke(app, ["run", "--resume", str(tmp_path / "done")])
     assert changed.exit_code == 1 and "different config" in changed.output
+
+
+def test_global_random_generators_are_restored(tmp_path, tiny_config):
+    """torch, numpy and Python generators continue from the checkpoint, not from the new process."""
+    import numpy as np
+    import torch
+
+    def snapshot() -> tuple[Any, ...]:
+        return torch.get_rng_state().tolist(), np.random.get_state()[1].tolist(), random.getstate()
+
+    config = tiny_config(rounds=4)
+    seen: dict[str, Any] = {}
+
+    def die(row: dict[str, Any]) -> None:
+        if row["round"] == 2:
+            seen["crash"] = snapshot()
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_experiment(fresh(config, tmp_path / "cut"), tmp_path / "cut", die)
+    torch.manual_seed(999)
+    np.random.seed(999)
+    random.seed(999)
+    assert snapshot() != seen["crash"]
+    resumption = open_for_resume(tmp_path / "cut")
+
+    def look(row: dict[str, Any]) -> None:
+        seen.setdefault("resumed", snapshot())
+
+    run_experiment(resumption.experiment, tmp_path / "cut", look, checkpoint=resumption.checkpoint)
+    assert seen["resumed"] == seen["crash"]

@@ -65,7 +65,7 @@ def test_invalid_replies_are_rejected_and_never_reach_the_model(make, reason):
     assert torch.equal(server.model.values, before)
 
 
-def test_reply_from_a_client_never_sent_a_downlink_is_refused():
+def test_reply_from_an_unknown_client_is_refused():
     layout, server, state = setup()
     with pytest.raises(UpdateRejected, match="unknown client 7"):
         server.read_reply(reply(layout, state, torch.ones(layout.numel)), 7)
@@ -134,3 +134,21 @@ def test_client_that_took_this_rounds_step_in_a_failed_attempt_gets_values_not_a
     got = receive_downlink(again.data, state, layout)
     assert got.state.mask.same_as(server.model.mask)
     assert torch.equal(got.values, server.model.values)
+
+
+def test_norm_screen_never_refuses_moves_that_are_tiny_against_the_model():
+    """Near convergence most clients barely move; one that still learns is not an outlier."""
+    layout = Layout(("w",), ((100,),), (True,))
+    start = torch.full((layout.numel,), 1.0)  # model norm 10
+    server = Server(DenseStrategy(), layout, start, norm_threshold=10.0)
+    server.start_round(1)
+    replies = []
+    for client, step in enumerate([1e-4, 1e-4, 1e-4, 1e-4, 5e-3]):  # last: 50x the median
+        state = receive_downlink(server.downlink(-1, client)[0].data, ClientState(), layout).state
+        values = start + step * torch.ones(layout.numel)  # distance 10 * step <= 0.05
+        replies.append((client, server.read_reply(reply(layout, state, values), client)))
+    assert server.screen(replies).rejected == []
+    far = start + 1.5 * torch.ones(layout.numel)  # distance 15 > 10 x (1 % of 10)
+    state = receive_downlink(server.downlink(-1, 9)[0].data, ClientState(), layout).state
+    replies.append((9, server.read_reply(reply(layout, state, far), 9)))
+    assert [c for c, _ in server.screen(replies).rejected] == [9]

@@ -239,3 +239,13 @@ def test_intruder_messages_are_all_refused_and_the_model_is_bit_identical(
 def test_classic_malformations_raise_codec_error(data):
     with pytest.raises(CodecError):
         decode(data, LAYOUT.fingerprint, LAYOUT.num_prunable)
+
+
+@pytest.mark.parametrize("epoch", [0, 2], ids=["stale", "future"])
+def test_stale_and_future_epochs_are_refused(epoch, word):
+    SERVER.plan.replied.clear()
+    values = torch.zeros(SERVER.model.mask.num_kept)
+    data = encode(Message(UPLINK, 2, epoch, values, num_samples=3), LAYOUT.fingerprint).data
+    assert SERVER.model.epoch == 1  # the mask after one step; 0 is stale, 2 from the future
+    with pytest.raises(UpdateRejected, match=f"reply epoch is {epoch}, expected 1"):
+        SERVER.read_reply(data, 0)

@@ -223,6 +223,12 @@ def config_digest(config: Config) -> str:
 def _save(simulation: Simulation, run_dir: Path, config: Config) -> None:
     tensors, meta = simulation.state_dict()
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{index}"] = cuda_state
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys).astype(np.int64))
+    meta["numpy_random"] = [kind, int(pos), int(has_gauss), float(gauss)]
     meta["python_random"] = random.getstate()
     meta["offsets"] = {name: _size(run_dir / name) for name in ROUND_FILES}
     meta["config_sha256"] = config_digest(config)
@@ -237,6 +243,12 @@ def _restore(simulation: Simulation, checkpoint: Checkpoint, run_dir: Path, conf
         )
     simulation.load_state_dict(checkpoint.tensors, meta)
     torch.set_rng_state(checkpoint.tensors["rng.torch"])
+    cuda = sorted(k for k in checkpoint.tensors if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([checkpoint.tensors[k] for k in cuda])
+    kind, pos, has_gauss, gauss = meta["numpy_random"]
+    keys = checkpoint.tensors["rng.numpy"].numpy().astype(np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, gauss))
     version, internal, gauss = meta["python_random"]
     random.setstate((version, tuple(internal), gauss))
     _truncate_round_files(run_dir, meta["offsets"])
@@ -290,6 +302,12 @@ def summarise(rows: list[dict[str, Any]], experiment: Experiment, wall_s: float)
         "bytes_ratio_vs_dense": last["bytes_cum"] / dense if dense else math.nan,
         "bytes_bitmap": sum(r["bytes_bitmap"] for r in rows),
         "bytes_coo": sum(r["bytes_coo"] for r in rows),
+        "clients_sampled": sum(r["sampled"] for r in rows),
+        "clients_answered": sum(r["answered"] for r in rows),
+        "clients_dropped": sum(r["dropped"] for r in rows),
+        "clients_late": sum(r["late"] for r in rows),
+        "replies_rejected": sum(r["rejected"] for r in rows),
+        "round_retries": sum(r["attempts"] - 1 for r in rows),
         "num_parameters": experiment.layout.numel,
         "num_prunable": experiment.layout.num_prunable,
         "wall_s": round(wall_s, 2),

@@ -31,6 +31,7 @@ from fedmap.errors import CodecError, UpdateRejected
 from fedmap.strategies.base import GlobalModel, Strategy
 
 MIN_COHORT_FOR_NORM_SCREEN = 3  # a median of fewer norms says nothing about outliers
+NORM_FLOOR = 0.01  # distances below this share of the model's own norm are never outliers
 
 
 @dataclass
@@ -181,14 +182,18 @@ class Server:
         """Reject updates whose distance from the global model is far outside the cohort's.
 
         The yardstick is the median distance, robust to a minority of attackers; a
-        reply more than ``norm_threshold`` times it away is refused. Cohorts smaller
+        reply more than ``norm_threshold`` times it away is refused. Near convergence
+        most clients barely move while a few with harder data still do, so the
+        yardstick never drops below :data:`NORM_FLOOR` of the model's norm (without
+        that floor, honest clients were refused late in long runs). Cohorts smaller
         than three are not screened: their median is no reference.
         """
         if not math.isfinite(self.norm_threshold) or len(replies) < MIN_COHORT_FOR_NORM_SCREEN:
             return Screening(list(replies), [])
         start = pack(self.model.values, self.model.mask).double()
         norms = [float(torch.linalg.vector_norm(m.values.double() - start)) for _, m in replies]
-        limit = self.norm_threshold * float(torch.tensor(norms).median())
+        floor = NORM_FLOOR * float(torch.linalg.vector_norm(start))
+        limit = self.norm_threshold * max(float(torch.tensor(norms).median()), floor)
         accepted, rejected = [], []
         for (client, message), norm in zip(replies, norms, strict=True):
             if norm > limit:
