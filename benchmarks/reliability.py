@@ -146,6 +146,33 @@ def verdicts(results: dict) -> list[str]:
     return lines
 
 
+def checkpoint_cost(results: dict) -> str:
+    """Size and write/read time of a real checkpoint, against the time of a round."""
+    import statistics
+    import tempfile
+
+    from fedmap.runs.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+
+    path = list_checkpoints(OUT / "clean")[0]
+    loads, saves = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(5):
+            started = time.perf_counter()
+            checkpoint = load_checkpoint(path)
+            loads.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            save_checkpoint(Path(tmp), checkpoint.round, checkpoint.tensors, checkpoint.meta)
+            saves.append(time.perf_counter() - started)
+    walls = [r["wall_s"] for r in results["clean"]["rows"]]
+    per_round = statistics.median(b - a for a, b in zip(walls, walls[1:], strict=False))
+    return (
+        f"A checkpoint of the clean run (`{path.name}`) is {path.stat().st_size / 1e6:.1f} MB; "
+        f"writing one (fsync included) takes {1e3 * statistics.median(saves):.0f} ms and reading "
+        f"and verifying it {1e3 * statistics.median(loads):.0f} ms (medians of 5), against "
+        f"{per_round:.1f} s for a round."
+    )
+
+
 def plot(results: dict) -> bool:
     try:
         import matplotlib
@@ -209,6 +236,8 @@ def main() -> None:
         *table(results),
         "",
         *verdicts(results),
+        "",
+        checkpoint_cost(results),
         "",
     ]
     if has_plot:

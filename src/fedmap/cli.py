@@ -106,7 +106,7 @@ def run(
         try:
             summary = run_experiment(experiment, run_dir, on_round, checkpoint=checkpoint)
         except FedMapError as error:
-            _fail(error, f"(resume with: fedmap run --resume {run_dir})")
+            _fail(error)
         except KeyboardInterrupt:
             progress.stop()
             err.print(
@@ -144,11 +144,9 @@ def run(
     err.print(f"run directory: {escape(str(run_dir))}", soft_wrap=True)
 
 
-def _fail(error: FedMapError, hint: str = "") -> NoReturn:
-    """Print one error line (plus an optional hint) and exit 1."""
+def _fail(error: FedMapError) -> NoReturn:
+    """Print one error line and exit 1."""
     err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
-    if hint:
-        err.print(escape(hint), soft_wrap=True)
     raise typer.Exit(1)
 
 

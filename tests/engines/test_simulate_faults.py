@@ -33,16 +33,28 @@ def test_dropouts_shrink_the_round_and_every_client_is_accounted_for(tmp_path, r
     assert summary["final_test_accuracy"] > 0.5  # digits, chance 0.1: the run still learns
 
 
-def test_a_client_that_dropped_during_a_prune_step_is_brought_back_by_bootstrap(run_tiny):
-    """With everyone sampled every round, only a missed step can cause a bootstrap after round 1."""
+def test_a_client_that_dropped_during_a_prune_step_is_brought_back_by_bootstrap(tmp_path, run_tiny):
+    """Replay the events: who must need the mask each round, given who dropped when."""
     _, _, clean = run_tiny("clean", rounds=6, **EVERYONE)
-    assert [r["bootstraps"] for r in clean] == [6, 0, 0, 0, 0, 0]
-    _, _, faulty = run_tiny("drop", rounds=6, faults__dropout=0.3, **EVERYONE)
-    later = [r["bootstraps"] for r in faulty[1:]]
-    assert sum(later) > 0
-    assert all((r["bytes_mask"] > 0) == (r["bootstraps"] > 0) for r in faulty)
-    # every client that answered holds the server's mask: the simulator checks it each round,
-    # and raises ProtocolError otherwise, so finishing the run is the assertion.
+    assert [r["bootstraps"] for r in clean] == [6, 0, 0, 0, 0, 0]  # in step: no mask sent
+    _, _, rows = run_tiny("drop", rounds=8, faults__dropout=0.3, **EVERYONE)
+    dropped: dict[int, set[int]] = {}
+    for event in events(tmp_path, "drop"):
+        dropped.setdefault(event["round"], set()).add(event["client"])
+    held: dict[int, int | None] = dict.fromkeys(range(6))  # client -> mask epoch it holds
+    epoch, missed_step = 0, 0
+    for row in rows:
+        expected = sum(held[c] != epoch for c in held)  # everyone is sampled every round
+        assert row["bootstraps"] == expected, row["round"]
+        epoch += row["pruned"]
+        for client in held:
+            if client in dropped.get(row["round"], ()):
+                missed_step += row["pruned"] and held[client] is not None
+            else:
+                held[client] = epoch
+    assert missed_step > 0  # the path under test did happen
+    # each client that answered held the server's mask: the simulator checks it every round
+    # and raises ProtocolError otherwise, so finishing the run is part of the assertion.
 
 
 def test_stragglers_past_the_deadline_are_left_out_and_waiting_costs_time(run_tiny):
@@ -61,6 +73,10 @@ def test_too_few_replies_retry_the_round_with_a_fresh_sample(tmp_path, run_tiny)
     )
     assert any(r["attempts"] > 1 for r in rows)
     assert all(r["answered"] >= 4 for r in rows)
+    assert sum(r["discarded"] for r in rows) > 0
+    for row in rows:  # every sampled client of every attempt is accounted for exactly once
+        parts = row["answered"] + row["discarded"] + row["dropped"] + row["late"] + row["rejected"]
+        assert row["sampled"] == parts
     retries = [e for e in events(tmp_path, "retry") if e["kind"] == "retry"]
     assert len(retries) == sum(r["attempts"] - 1 for r in rows)
     assert "faults.min_clients" in retries[0]["reason"]

@@ -34,6 +34,19 @@ STATEFUL = {
 }
 
 
+# A guard that reverts: dense until round 8, one 80 % step at round 9 costs accuracy, and at
+# round 10 the run returns to the guard's fallback (the dense model it kept in memory).
+GUARDED = {
+    "rounds": 12,
+    "faults__dropout": 0.25,
+    "pruning__warmup_rounds": 8,
+    "pruning__rounds_per_step": 1,
+    "pruning__rate": 0.8,
+    "pruning__target_sparsity": 0.995,
+    "pruning__guard_delta": 0.0,
+}
+
+
 class Crash(Exception):
     """Stands in for the process dying."""
 
@@ -59,6 +72,19 @@ def fresh(config: Any, run_dir: Path) -> Any:
     return prepare(config)
 
 
+def reference_and_crash(config: Any, tmp_path: Path, crash_round: int) -> Path:
+    """Run ``config`` to the end in ``ref``, and again in ``cut`` until it dies after a round."""
+    run_experiment(fresh(config, tmp_path / "ref"), tmp_path / "ref")
+
+    def die(row: dict[str, Any]) -> None:
+        if row["round"] == crash_round:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_experiment(fresh(config, tmp_path / "cut"), tmp_path / "cut", die)
+    return tmp_path / "cut"
+
+
 def resume(run_dir: Path) -> dict[str, Any]:
     resumption = open_for_resume(run_dir)
     return run_experiment(resumption.experiment, run_dir, checkpoint=resumption.checkpoint)
@@ -67,15 +93,17 @@ def resume(run_dir: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("crash_at", [1, 4, 8])
 def test_crash_after_a_round_then_resume_gives_identical_results(tmp_path, tiny_config, crash_at):
     config = tiny_config(**STATEFUL)
-    run_experiment(fresh(config, tmp_path / "ref"), tmp_path / "ref")
-
-    def die(row: dict[str, Any]) -> None:
-        if row["round"] == crash_at:
-            raise Crash
-
-    with pytest.raises(Crash):
-        run_experiment(fresh(config, tmp_path / "cut"), tmp_path / "cut", die)
+    reference_and_crash(config, tmp_path, crash_at)
     assert open_for_resume(tmp_path / "cut").next_round == crash_at + 1
+    resume(tmp_path / "cut")
+    assert finished_files(tmp_path / "cut") == finished_files(tmp_path / "ref")
+
+
+def test_the_guards_fallback_model_survives_a_crash(tmp_path, tiny_config):
+    config = tiny_config(**GUARDED)
+    reference_and_crash(config, tmp_path, 9)  # the fallback lives only in the checkpoint now
+    rows = finished_files(tmp_path / "ref")["rows"]
+    assert [r["density"] for r in rows[8:10]] == [0.2, 1.0]  # the revert under test happens
     resume(tmp_path / "cut")
     assert finished_files(tmp_path / "cut") == finished_files(tmp_path / "ref")
 
@@ -106,14 +134,7 @@ def test_rounds_written_after_the_last_checkpoint_are_cut_back_and_redone(
 
 def test_checkpoint_every_n_rounds_resumes_from_the_last_one(tmp_path, tiny_config):
     config = tiny_config(**STATEFUL, checkpoint_every=4)
-    run_experiment(fresh(config, tmp_path / "ref"), tmp_path / "ref")
-
-    def die(row: dict[str, Any]) -> None:
-        if row["round"] == 7:
-            raise Crash
-
-    with pytest.raises(Crash):
-        run_experiment(fresh(config, tmp_path / "cut"), tmp_path / "cut", die)
+    reference_and_crash(config, tmp_path, 7)
     assert open_for_resume(tmp_path / "cut").next_round == 5
     resume(tmp_path / "cut")
     assert finished_files(tmp_path / "cut") == finished_files(tmp_path / "ref")
@@ -195,14 +216,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one_with_a_message
     tmp_path, tiny_config
 ):
     config = tiny_config(**STATEFUL)
-    run_experiment(fresh(config, tmp_path / "ref"), tmp_path / "ref")
-
-    def die(row: dict[str, Any]) -> None:
-        if row["round"] == 6:
-            raise Crash
-
-    with pytest.raises(Crash):
-        run_experiment(fresh(config, tmp_path / "cut"), tmp_path / "cut", die)
+    reference_and_crash(config, tmp_path, 6)
     newest = list_checkpoints(tmp_path / "cut")[0]
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0x10
@@ -211,6 +225,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one_with_a_message
     assert result.exit_code == 0, result.output
     assert "round-000006.ckpt" in result.output and "damaged" in result.output
     assert "at round 6" in result.output  # checkpoint 5 is the previous one
+    assert newest.with_name(newest.name + ".damaged").exists()  # set aside, never tried again
     assert finished_files(tmp_path / "cut") == finished_files(tmp_path / "ref")
 
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from fedmap.client.protocol import ClientState, encode_reply, receive_downlink
-from fedmap.core.codec import UPLINK, Message, encode
+from fedmap.core.codec import UPLINK, Message, PruneInstruction, encode
 from fedmap.core.layout import Layout
+from fedmap.core.mask import Mask
 from fedmap.errors import UpdateRejected
 from fedmap.strategies.base import DenseStrategy
 from fedmap.strategies.server import Server
@@ -54,6 +55,22 @@ def test_valid_reply_is_accepted():
             "epoch",
         ),
         (lambda L, s: b"garbage" * 10, "undecodable"),
+        (
+            lambda L, s: (
+                encode(
+                    Message(
+                        UPLINK,
+                        1,
+                        0,
+                        torch.ones(L.numel),
+                        num_samples=1,
+                        prune=PruneInstruction(0.5),
+                    ),
+                    L.fingerprint,
+                ).data
+            ),
+            "prune instruction",
+        ),
     ],
 )
 def test_invalid_replies_are_rejected_and_never_reach_the_model(make, reason):
@@ -109,7 +126,6 @@ def test_norm_screen_is_off_for_tiny_cohorts_and_when_disabled():
 
 
 def test_client_that_took_this_rounds_step_in_a_failed_attempt_gets_values_not_a_bootstrap():
-    from fedmap.core.codec import PruneInstruction
     from fedmap.core.prune import compute_mask
     from fedmap.strategies.base import Step, Strategy
 
@@ -152,3 +168,53 @@ def test_norm_screen_never_refuses_moves_that_are_tiny_against_the_model():
     state = receive_downlink(server.downlink(-1, 9)[0].data, ClientState(), layout).state
     replies.append((9, server.read_reply(reply(layout, state, far), 9)))
     assert [c for c, _ in server.screen(replies).rejected] == [9]
+
+
+def test_replies_outside_a_round_are_refused_not_crashed():
+    layout, server, state = setup()
+    data = reply(layout, state, torch.ones(layout.numel))
+    server.finish_round([])
+    with pytest.raises(UpdateRejected, match="no round in progress"):
+        server.read_reply(data, 0)
+
+
+def test_an_inflated_sample_count_is_capped_so_it_cannot_buy_the_mean():
+    layout = Layout(("w",), ((10,),), (True,))
+    server = Server(DenseStrategy(), layout, torch.zeros(layout.numel), norm_threshold=10.0)
+    server.start_round(1)
+    replies = []
+    for client, (samples, value) in enumerate([(50, 1.0), (60, 1.0), (40, 1.0), (2**32 - 1, 2.0)]):
+        state = receive_downlink(server.downlink(-1, client)[0].data, ClientState(), layout).state
+        data = reply(layout, state, torch.full((10,), value), num_samples=samples)
+        replies.append((client, server.read_reply(data, client)))
+    screening = server.screen(replies)
+    assert screening.rejected == [] and [c for c, _ in screening.capped] == [3]
+    assert "capped to 550" in screening.capped[0][1]  # 10 x the median 55
+    server.finish_round([m for _, m in screening.accepted])
+    assert torch.allclose(server.model.values, torch.full((10,), (150 + 2 * 550) / 700))
+
+
+def test_after_a_reset_a_retried_client_holding_the_new_model_is_not_bootstrapped_twice():
+    from fedmap.strategies.base import Step, Strategy
+
+    layout = Layout(("w", "b"), ((8, 4), (8,)), (True, False))
+
+    class ResetRound2(Strategy):  # what a rewind or a guard revert does
+        def plan(self, round, model):
+            if round != 2:
+                return Step()
+            mask = Mask.from_prunable_bits(layout, torch.arange(32) % 2 == 0)
+            return Step(mask=mask, reset_values=torch.ones(layout.numel))
+
+    server = Server(ResetRound2(), layout, torch.randn(layout.numel))
+    server.start_round(1)
+    state = receive_downlink(server.downlink(-1, 0)[0].data, ClientState(), layout).state
+    server.finish_round([])
+    server.start_round(2)
+    first, _ = server.downlink(state.epoch, 0)
+    assert first.mask_nbytes > 0  # everyone needs the reset model's mask once
+    state = receive_downlink(first.data, state, layout).state
+    server.discard_replies()
+    again, _ = server.downlink(state.epoch, 0)
+    assert again.mask_nbytes == 0
+    assert torch.equal(receive_downlink(again.data, state, layout).values, server.model.values)

@@ -2,7 +2,8 @@
 
 Every message either decodes/validates or raises the documented error
 (:class:`CodecError` from the decoder, :class:`UpdateRejected` from the server);
-nothing else escapes, and no rejected message changes the global model by a bit.
+nothing else escapes; whatever the server accepts is indistinguishable from an
+honest reply; and an intruder's forgeries leave the global model bit-identical.
 Mutations recompute the CRC where asked, so they reach the checks behind it.
 """
 
@@ -123,20 +124,24 @@ mutations = st.builds(
     st.booleans(),
 )
 structured = st.builds(
-    lambda kind, rnd, epoch, count, dtype, samples, loss, fp, bits, rate: encode(
-        Message(
-            kind,
-            rnd,
-            epoch,
-            torch.tensor(np.random.default_rng(count).standard_normal(count), dtype=torch.float32),
-            dtype,
-            PruneInstruction(rate) if rate is not None else None,
-            np.array(bits, dtype=bool) if bits else None,
-            samples,
-            loss,
-        ),
-        fp,
-    ).data,
+    lambda kind, rnd, epoch, count, dtype, samples, loss, fp, bits, rate: (
+        encode(
+            Message(
+                kind,
+                rnd,
+                epoch,
+                torch.tensor(
+                    np.random.default_rng(count).standard_normal(count), dtype=torch.float32
+                ),
+                dtype,
+                PruneInstruction(rate) if rate is not None else None,
+                np.array(bits, dtype=bool) if bits else None,
+                samples,
+                loss,
+            ),
+            fp,
+        ).data
+    ),
     st.sampled_from([1, 2]),
     st.integers(0, 5),
     st.integers(0, 3),
@@ -171,19 +176,18 @@ def test_decoder_returns_a_message_or_raises_codec_error(data):
 
 @FUZZ
 @given(hostile)
-def test_server_accepts_only_valid_replies_and_never_changes_the_model(data):
-    before = SERVER.model.values.clone()
+def test_server_accepts_only_replies_indistinguishable_from_honest_ones(data):
     SERVER.plan.replied.clear()  # each example is client 0's first reply of the round
     try:
         message = SERVER.read_reply(data, 0)
     except UpdateRejected:
-        pass
-    else:  # whatever got through is indistinguishable from an honest reply
-        assert message.kind == UPLINK and message.round == 2
-        assert message.epoch == SERVER.model.epoch and message.dtype == "float32"
-        assert message.values.numel() == SERVER.model.mask.num_kept
-        assert bool(torch.isfinite(message.values).all()) and message.num_samples > 0
-    assert torch.equal(SERVER.model.values, before)
+        return
+    assert message.kind == UPLINK and message.round == 2
+    assert message.epoch == SERVER.model.epoch and message.dtype == "float32"
+    assert message.values.numel() == SERVER.model.mask.num_kept
+    assert message.prune is None and message.mask_bits is None
+    assert bool(torch.isfinite(message.values).all()) and math.isfinite(message.train_loss)
+    assert message.num_samples > 0
 
 
 def test_the_valid_reply_really_is_accepted():
@@ -191,9 +195,7 @@ def test_the_valid_reply_really_is_accepted():
     assert SERVER.read_reply(VALID, 0).num_samples == 7
 
 
-def test_intruder_messages_are_all_refused_and_the_model_is_bit_identical(
-    tmp_path, tiny_config
-):
+def test_intruder_messages_are_all_refused_and_the_model_is_bit_identical(tmp_path, tiny_config):
     """A party outside the cohort floods every round with mutated copies of real replies."""
     rng = np.random.default_rng(0)
     sent = []
@@ -226,6 +228,12 @@ def test_intruder_messages_are_all_refused_and_the_model_is_bit_identical(
         for line in (tmp_path / "attacked" / "metrics.jsonl").read_text().splitlines()
     ]
     assert len(sent) == 1000 and sum(r["rejected"] for r in rows) == 1000
+    lines = (tmp_path / "attacked" / "events.jsonl").read_text().splitlines()
+    reasons = [__import__("json").loads(line)["reason"] for line in lines]
+    assert len(reasons) == 1000
+    # content is checked before identity, so the forgeries exercised the whole chain
+    for kind in ("undecodable", "reply epoch", "second reply", "unknown client"):
+        assert any(kind in r for r in reasons), kind
     clean = load_file(tmp_path / "clean" / "model.safetensors")
     attacked = load_file(tmp_path / "attacked" / "model.safetensors")
     assert clean.keys() == attacked.keys()
@@ -242,7 +250,7 @@ def test_classic_malformations_raise_codec_error(data):
 
 
 @pytest.mark.parametrize("epoch", [0, 2], ids=["stale", "future"])
-def test_stale_and_future_epochs_are_refused(epoch, word):
+def test_stale_and_future_epochs_are_refused(epoch):
     SERVER.plan.replied.clear()
     values = torch.zeros(SERVER.model.mask.num_kept)
     data = encode(Message(UPLINK, 2, epoch, values, num_samples=3), LAYOUT.fingerprint).data

@@ -53,7 +53,7 @@ class Event:
     round: int
     attempt: int
     client: int
-    kind: str  # "dropped", "late", "rejected", "retry"
+    kind: str  # "dropped", "late", "rejected", "capped", "discarded", "retry"
     reason: str
 
 
@@ -78,6 +78,7 @@ class RoundRecord:
     answered: int = 0
     dropped: int = 0
     late: int = 0
+    discarded: int = 0  # valid replies of failed attempts, thrown away with the attempt
     attempts: int = 1
     sim_time_s: float = 0.0
     events: tuple[Event, ...] = ()
@@ -165,7 +166,8 @@ class Simulation:
         plan = server.start_round(rnd)
         ledger: list[LedgerEntry] = []
         events: list[Event] = []
-        counts = {"sampled": 0, "bootstraps": 0, "rejected": 0, "dropped": 0, "late": 0}
+        counts = dict.fromkeys(("sampled", "bootstraps", "rejected", "dropped", "late"), 0)
+        counts["discarded"] = 0
         sim_time = 0.0
         for attempt in range(faults.max_attempts):
             cohort = sample_clients(self.num_clients, self.fraction, self.seed, rnd, attempt)
@@ -176,6 +178,11 @@ class Simulation:
             if len(outcome.accepted) >= faults.min_clients:
                 break
             server.discard_replies()
+            counts["discarded"] += len(outcome.accepted)
+            events += [
+                Event(rnd, attempt, client, "discarded", "the attempt had too few valid replies")
+                for client, _ in outcome.accepted
+            ]
             events.append(
                 Event(
                     rnd,
@@ -218,6 +225,7 @@ class Simulation:
             answered=len(accepted),
             dropped=counts["dropped"],
             late=counts["late"],
+            discarded=counts["discarded"],
             attempts=attempt + 1,
             sim_time_s=sim_time,
             events=tuple(events),
@@ -236,8 +244,6 @@ class Simulation:
         """One attempt: downlinks, local training, uplinks, validation and the norm screen."""
         server, faults = self.server, self.faults
         layout, dtype = server.layout, server.dtype
-        plan = server.plan
-        assert plan is not None
         participants = []
         for client in cohort:  # 1. downlinks: each client decodes and updates its own mask
             state = self.states.get(client, ClientState())
@@ -316,6 +322,7 @@ class Simulation:
         for client, reason in screening.rejected:
             counts["rejected"] += 1
             events.append(Event(rnd, attempt, client, "rejected", reason))
+        events += [Event(rnd, attempt, c, "capped", reason) for c, reason in screening.capped]
         return _Attempt(screening.accepted, participants)
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

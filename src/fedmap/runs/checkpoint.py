@@ -130,6 +130,24 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def fsync_file(path: Path) -> None:
+    """Push ``path``'s written data to disk (before a checkpoint records its length)."""
+    if not path.exists():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint to ``*.damaged``: kept for inspection, never loaded again."""
+    target = path.with_name(path.name + ".damaged")
+    os.replace(path, target)
+    return target
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)

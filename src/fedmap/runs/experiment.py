@@ -35,7 +35,13 @@ from fedmap.engines.sequential import SequentialEngine
 from fedmap.engines.simulate import Intruder, Simulation
 from fedmap.errors import ConfigError
 from fedmap.models import build_model, prunable_names, transmitted_names
-from fedmap.runs.checkpoint import Checkpoint, CheckpointError, save_checkpoint, write_atomic
+from fedmap.runs.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    fsync_file,
+    save_checkpoint,
+    write_atomic,
+)
 from fedmap.runs.config import Config, dump_toml
 from fedmap.runs.export import save_model
 from fedmap.runs.metrics import MetricsWriter, append_events, metrics_row, read_metrics
@@ -221,6 +227,8 @@ def config_digest(config: Config) -> str:
 
 
 def _save(simulation: Simulation, run_dir: Path, config: Config) -> None:
+    for name in ROUND_FILES:  # on disk before a checkpoint vouches for their lengths
+        fsync_file(run_dir / name)
     tensors, meta = simulation.state_dict()
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
@@ -235,12 +243,17 @@ def _save(simulation: Simulation, run_dir: Path, config: Config) -> None:
     save_checkpoint(run_dir, simulation.round, tensors, meta)
 
 
-def _restore(simulation: Simulation, checkpoint: Checkpoint, run_dir: Path, config: Config) -> None:
-    meta = checkpoint.meta
-    if meta.get("config_sha256") != config_digest(config):
+def check_config(checkpoint: Checkpoint, config: Config, run_dir: Path) -> None:
+    """Refuse a checkpoint written under another config (an edited ``config.toml``)."""
+    if checkpoint.meta.get("config_sha256") != config_digest(config):
         raise CheckpointError(
             f"{checkpoint.path}: written by a different config than {run_dir / 'config.toml'}"
         )
+
+
+def _restore(simulation: Simulation, checkpoint: Checkpoint, run_dir: Path, config: Config) -> None:
+    meta = checkpoint.meta
+    check_config(checkpoint, config, run_dir)
     simulation.load_state_dict(checkpoint.tensors, meta)
     torch.set_rng_state(checkpoint.tensors["rng.torch"])
     cuda = sorted(k for k in checkpoint.tensors if k.startswith("rng.cuda."))

@@ -47,6 +47,7 @@ COLUMNS = (
     "answered",
     "dropped",
     "late",
+    "discarded",
     "attempts",
     "sim_time_s",
 )
@@ -84,6 +85,7 @@ def metrics_row(record: RoundRecord) -> dict[str, Any]:
         "answered": record.answered,
         "dropped": record.dropped,
         "late": record.late,
+        "discarded": record.discarded,
         "attempts": record.attempts,
         "sim_time_s": round(record.sim_time_s, 4),
     }

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedmap.errors import ConfigError
-from fedmap.runs.checkpoint import Checkpoint, load_latest
+from fedmap.runs.checkpoint import Checkpoint, list_checkpoints, load_latest, set_aside
 from fedmap.runs.config import load_config
-from fedmap.runs.experiment import Experiment, prepare
+from fedmap.runs.experiment import Experiment, check_config, prepare
 
 
 @dataclass
@@ -33,7 +33,12 @@ class Resumption:
 
 
 def open_for_resume(run_dir: Path) -> Resumption:
-    """Rebuild the experiment of ``run_dir`` and find its newest intact checkpoint."""
+    """Rebuild the experiment of ``run_dir`` and find its newest intact checkpoint.
+
+    Damaged checkpoints newer than it are renamed ``*.damaged`` (named in
+    ``problems``) so they neither take a slot nor get tried again. Nothing else is
+    written here: a checkpoint from another config is refused first.
+    """
     if not run_dir.is_dir():
         raise ConfigError(f"--resume: {run_dir} is not a directory")
     config_path = run_dir / "config.toml"
@@ -41,5 +46,14 @@ def open_for_resume(run_dir: Path) -> Resumption:
         raise ConfigError(f"--resume: {run_dir} is not a run directory (no config.toml)")
     experiment = prepare(load_config(config_path))
     checkpoint, problems = load_latest(run_dir)
+    if checkpoint is not None:
+        check_config(checkpoint, experiment.config, run_dir)
+    for path in list_checkpoints(run_dir):
+        if checkpoint is None or path != checkpoint.path and _round_of(path) > checkpoint.round:
+            set_aside(path)
     finished = (run_dir / "summary.json").is_file()
     return Resumption(experiment, checkpoint, problems, finished)
+
+
+def _round_of(path: Path) -> int:
+    return int(path.stem.split("-")[1])

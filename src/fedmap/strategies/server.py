@@ -8,7 +8,9 @@ the transport dtype so that every client decodes precisely the server's numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +52,11 @@ class RoundPlan:
 
 @dataclass(frozen=True)
 class Screening:
-    """Replies that passed the cohort-level norm screen, and those that did not (with why)."""
+    """What the cohort-level screen let through, refused, and capped (with the reasons)."""
 
     accepted: list[tuple[int, Message]]
     rejected: list[tuple[int, str]]
+    capped: list[tuple[int, str]]  # accepted, but their sample count was capped
 
 
 class Server:
@@ -128,7 +131,7 @@ class Server:
             plan.expected.add(client)
         if client_epoch == plan.in_step_epoch:
             kind = "in_step"
-        elif client_epoch == self.model.epoch and plan.in_step_epoch is not None:
+        elif client_epoch == self.model.epoch:  # took this round's step or bootstrap already
             kind = "current"
         else:
             kind = "bootstrap"
@@ -143,14 +146,13 @@ class Server:
         """Decode and validate ``client``'s reply; raise :class:`UpdateRejected` with the reason.
 
         Nothing here changes the model: a rejected reply leaves no trace but the
-        count. An accepted reply marks ``client`` as answered, so a second reply from
-        it (a replay) is refused.
+        count. Content is checked first, then identity: a reply must come from a
+        client sent a downlink this round that has not replied yet (so a replay is
+        refused). An accepted reply marks ``client`` as answered.
         """
-        plan = self._current_plan()
-        if client not in plan.expected:
-            raise UpdateRejected(f"reply from unknown client {client!r} (not sent this round)")
-        if client in plan.replied:
-            raise UpdateRejected(f"second reply from client {client} this round")
+        plan = self.plan
+        if plan is None:
+            raise UpdateRejected("no round in progress")
         try:
             message = decode(data, self.layout.fingerprint, self.layout.num_prunable)
         except CodecError as error:
@@ -165,10 +167,16 @@ class Server:
         for name, (got, want) in expected.items():
             if got != want:
                 raise UpdateRejected(f"reply {name} is {got!r}, expected {want!r}")
+        if message.prune is not None or message.mask_bits is not None:
+            raise UpdateRejected("reply carries a prune instruction or a mask (downlink only)")
         if message.num_samples <= 0:
             raise UpdateRejected(f"reply reports {message.num_samples} training samples")
         if not bool(torch.isfinite(message.values).all()) or not math.isfinite(message.train_loss):
             raise UpdateRejected("reply contains NaN or Inf")
+        if client not in plan.expected:
+            raise UpdateRejected(f"reply from unknown client {client!r} (not sent this round)")
+        if client in plan.replied:
+            raise UpdateRejected(f"second reply from client {client} this round")
         plan.replied.add(client)
         return message
 
@@ -179,31 +187,42 @@ class Server:
         plan.expected.clear()
 
     def screen(self, replies: list[tuple[int, Message]]) -> Screening:
-        """Reject updates whose distance from the global model is far outside the cohort's.
+        """Refuse updates far outside the cohort's; cap sample counts far above it.
 
-        The yardstick is the median distance, robust to a minority of attackers; a
-        reply more than ``norm_threshold`` times it away is refused. Near convergence
-        most clients barely move while a few with harder data still do, so the
-        yardstick never drops below :data:`NORM_FLOOR` of the model's norm (without
-        that floor, honest clients were refused late in long runs). Cohorts smaller
-        than three are not screened: their median is no reference.
+        The yardstick is the median distance from the global model, robust to a
+        minority of attackers; a reply more than ``norm_threshold`` times it away is
+        refused. Near convergence most clients barely move while a few with harder
+        data still do, so the yardstick never drops below :data:`NORM_FLOOR` of the
+        model's norm (without that floor, honest clients were refused late in long
+        runs). A claimed sample count above ``norm_threshold`` times the median is
+        capped there rather than refused (honest label-skewed clients can hold 10x
+        the median), so no one reply can buy the FedAvg weights. Cohorts smaller than
+        three are not screened: their median is no reference.
         """
         if not math.isfinite(self.norm_threshold) or len(replies) < MIN_COHORT_FOR_NORM_SCREEN:
-            return Screening(list(replies), [])
+            return Screening(list(replies), [], [])
         start = pack(self.model.values, self.model.mask).double()
         norms = [float(torch.linalg.vector_norm(m.values.double() - start)) for _, m in replies]
         floor = NORM_FLOOR * float(torch.linalg.vector_norm(start))
-        limit = self.norm_threshold * max(float(torch.tensor(norms).median()), floor)
-        accepted, rejected = [], []
+        limit = self.norm_threshold * max(statistics.median(norms), floor)
+        most = max(
+            1,
+            math.floor(self.norm_threshold * statistics.median(m.num_samples for _, m in replies)),
+        )
+        accepted, rejected, capped = [], [], []
         for (client, message), norm in zip(replies, norms, strict=True):
             if norm > limit:
                 rejected.append((client, f"update norm {norm:.4g} exceeds {limit:.4g}"))
-            else:
-                accepted.append((client, message))
-        return Screening(accepted, rejected)
+                continue
+            if message.num_samples > most:
+                capped.append((client, f"sample count {message.num_samples} capped to {most}"))
+                message = dataclasses.replace(message, num_samples=most)
+            accepted.append((client, message))
+        return Screening(accepted, rejected, capped)
 
     def finish_round(self, replies: list[Message]) -> None:
         """Aggregate validated replies into the global model (kept in the transport dtype)."""
+        self.plan = None  # the round is closed: late replies find no round to join
         if not replies:
             return
         packed = aggregate(
