@@ -256,7 +256,10 @@ def _restore(simulation: Simulation, checkpoint: Checkpoint, run_dir: Path, conf
     check_config(checkpoint, config, run_dir)
     simulation.load_state_dict(checkpoint.tensors, meta)
     torch.set_rng_state(checkpoint.tensors["rng.torch"])
-    cuda = sorted(k for k in checkpoint.tensors if k.startswith("rng.cuda."))
+    cuda = sorted(
+        (k for k in checkpoint.tensors if k.startswith("rng.cuda.")),
+        key=lambda k: int(k.rsplit(".", 1)[1]),
+    )
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([checkpoint.tensors[k] for k in cuda])
     kind, pos, has_gauss, gauss = meta["numpy_random"]
