@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from fedmap.client.protocol import ClientState, encode_reply, receive_downlink
+from fedmap.core import codec
 from fedmap.core.codec import HEADER_NBYTES, UPLINK, Message, PruneInstruction, decode, encode
 from fedmap.core.layout import Layout
 from fedmap.core.prune import compute_mask
@@ -31,8 +32,8 @@ from fedmap.strategies.base import Step, Strategy
 from fedmap.strategies.server import Server
 
 LAYOUT = Layout(("w", "b"), ((12, 10), (10,)), (True, False))
-FIELDS = struct.Struct("<4sBBBBIIIIdBBIIfI")  # the header of fedmap.core.codec
-FIELD_FORMATS = "4sBBBBIIIIdBBIIfI"
+FIELDS = codec._HEADER  # the wire header, field by field
+FIELD_KINDS = [c for c in FIELDS.format.lstrip("<") if not c.isdigit()]  # one letter per field
 EXAMPLES = 5_000  # per hypothesis test; two tests plus the simulated intruder: > 10,000
 
 
@@ -80,7 +81,7 @@ def fix_crc(data: bytes) -> bytes:
 def set_field(data: bytes, index: int, raw: int) -> bytes:
     """Overwrite header field ``index`` with bits from ``raw`` (any width), keep the rest."""
     fields = list(FIELDS.unpack_from(data))
-    kind = [c for c in FIELD_FORMATS if not c.isdigit()][index]
+    kind = FIELD_KINDS[index]
     if kind == "s":
         fields[index] = raw.to_bytes(16, "little")[:4]
     elif kind in "BI":

@@ -166,8 +166,8 @@ class Simulation:
         plan = server.start_round(rnd)
         ledger: list[LedgerEntry] = []
         events: list[Event] = []
-        counts = dict.fromkeys(("sampled", "bootstraps", "rejected", "dropped", "late"), 0)
-        counts["discarded"] = 0
+        kinds = ("sampled", "bootstraps", "rejected", "dropped", "late", "discarded")
+        counts = dict.fromkeys(kinds, 0)
         sim_time = 0.0
         for attempt in range(faults.max_attempts):
             cohort = sample_clients(self.num_clients, self.fraction, self.seed, rnd, attempt)
@@ -360,32 +360,6 @@ class Simulation:
         self.round = int(meta["round"])
         self.bytes_cum = int(meta["bytes_cum"])
         self.wall_s = float(meta["wall_s"])
-
-
-def simulate(
-    server: Server,
-    engine: Engine,
-    evaluator: Evaluator,
-    *,
-    num_clients: int,
-    fraction: float,
-    rounds: int,
-    train: TrainConfig,
-    seed: int,
-    faults: FaultModel | None = None,
-) -> Iterator[RoundRecord]:
-    """Run rounds ``1..rounds``, yielding one :class:`RoundRecord` per round."""
-    simulation = Simulation(
-        server,
-        engine,
-        evaluator,
-        num_clients=num_clients,
-        fraction=fraction,
-        train=train,
-        seed=seed,
-        faults=faults,
-    )
-    return simulation.run(rounds)
 
 
 def _check_agreement(

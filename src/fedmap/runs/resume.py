@@ -48,12 +48,9 @@ def open_for_resume(run_dir: Path) -> Resumption:
     checkpoint, problems = load_latest(run_dir)
     if checkpoint is not None:
         check_config(checkpoint, experiment.config, run_dir)
-    for path in list_checkpoints(run_dir):
-        if checkpoint is None or path != checkpoint.path and _round_of(path) > checkpoint.round:
-            set_aside(path)
+    for path in list_checkpoints(run_dir):  # newest first: the damaged ones precede it
+        if checkpoint is not None and path == checkpoint.path:
+            break
+        set_aside(path)
     finished = (run_dir / "summary.json").is_file()
     return Resumption(experiment, checkpoint, problems, finished)
-
-
-def _round_of(path: Path) -> int:
-    return int(path.stem.split("-")[1])
