@@ -84,9 +84,11 @@ def run(
             create_run_dir(cfg, run_dir)
     except FedMapError as error:
         _fail(error)
+    for note in experiment.notes:
+        err.print(f"[yellow]warning:[/yellow] {escape(note)}", soft_wrap=True)
     err.print(
         f"fedmap: {cfg.pruning.method} on {cfg.data.name}/{cfg.data.partition}, "
-        f"{cfg.model.name}, {cfg.rounds} rounds, device {experiment.device} "
+        f"{cfg.model.name}, {cfg.rounds} rounds, {experiment.engine} engine on {experiment.device} "
         f"-> {escape(str(run_dir))}",
         soft_wrap=True,
     )

@@ -24,7 +24,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 METHODS = ("fedmap", "none")
-ENGINES = ("sequential",)
+ENGINES = ("sequential", "vectorized")
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,10 @@ class Config:
     rounds: int = 100
     device: str = "auto"
     engine: str = "sequential"
+    cohort_chunk: int = (
+        0  # vectorized: clients per batched program; 0 = auto (all on CUDA, 1 on CPU)
+    )
+    compile: bool = False  # vectorized: torch.compile the per-step program
     checkpoint_every: int = 1  # rounds between checkpoints (the last round always gets one)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -218,6 +222,7 @@ def validate(config: Config) -> None:
         ("rounds", config.rounds, config.rounds >= 1, "an integer >= 1"),
         ("seed", config.seed, 0 <= config.seed < 2**32, "an integer in [0, 2**32)"),
         ("engine", config.engine, config.engine in ENGINES, f"one of {ENGINES}"),
+        ("cohort_chunk", config.cohort_chunk, config.cohort_chunk >= 0, "an integer >= 0"),
         (
             "checkpoint_every",
             config.checkpoint_every,

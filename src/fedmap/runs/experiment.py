@@ -15,7 +15,7 @@ import math
 import platform
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,12 @@ from fedmap.core.ledger import append_csv
 from fedmap.core.schedule import Schedule
 from fedmap.data.datasets import Dataset, check_dataset_available, load_dataset
 from fedmap.data.partition import ClientData, partition_clients, write_partition_csv
+from fedmap.engines.base import Engine
 from fedmap.engines.evaluation import Evaluator
 from fedmap.engines.faults import FaultModel, choose_attackers
 from fedmap.engines.sequential import SequentialEngine
 from fedmap.engines.simulate import Intruder, Simulation
+from fedmap.engines.vectorized import VectorizedEngine, default_chunk, unbatchable_reason
 from fedmap.errors import ConfigError
 from fedmap.models import build_model, prunable_names, transmitted_names
 from fedmap.runs.checkpoint import (
@@ -64,6 +66,8 @@ class Experiment:
     model: torch.nn.Module
     layout: Layout
     initial_values: torch.Tensor
+    engine: str = "sequential"  # the engine that runs (config.engine unless it fell back)
+    notes: list[str] = field(default_factory=list)  # warnings for the user, e.g. a fallback
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,7 +103,22 @@ def prepare(config: Config) -> Experiment:
     model = model.to(device)
     if len(dataset.input_shape) == 3:  # images: NHWC kernels are ~1.5-2x faster on CPU
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    return Experiment(config, device, dataset, clients, model, layout, initial_values)
+    engine, notes = choose_engine(config, model)
+    return Experiment(
+        config, device, dataset, clients, model, layout, initial_values, engine, notes
+    )
+
+
+def choose_engine(config: Config, model: torch.nn.Module) -> tuple[str, list[str]]:
+    """The engine to run and, when ``vectorized`` cannot batch the model, why it fell back."""
+    if config.engine == "vectorized":
+        reason = unbatchable_reason(model)
+        if reason is not None:
+            return "sequential", [
+                f"engine: 'vectorized' cannot batch model {config.model.name!r}: {reason}; "
+                "training with the sequential engine instead"
+            ]
+    return config.engine, []
 
 
 def make_strategy(config: Config, initial_values: torch.Tensor) -> Strategy:
@@ -132,19 +151,27 @@ def build_simulation(experiment: Experiment, intruder: Intruder | None = None) -
         trim_fraction=config.aggregation.trim_fraction,
         norm_threshold=config.aggregation.norm_threshold,
     )
-    x_train, y_train = _to_device(data.x_train, device), data.y_train.to(device)
-    engine = SequentialEngine(
-        experiment.model,
-        experiment.layout,
-        x_train,
-        y_train,
-        [torch.from_numpy(c.train_idx) for c in experiment.clients],
-    )
+    indices = [torch.from_numpy(c.train_idx) for c in experiment.clients]
+    engine: Engine
+    if experiment.engine == "vectorized":  # data stays put; a round's is moved in one go
+        engine = VectorizedEngine(
+            experiment.model,
+            experiment.layout,
+            data.x_train,
+            data.y_train,
+            indices,
+            device,
+            chunk=config.cohort_chunk or default_chunk(device, experiment.layout.numel),
+            compile=config.compile,
+        )
+    else:
+        x_train, y_train = _to_device(data.x_train, device), data.y_train.to(device)
+        engine = SequentialEngine(experiment.model, experiment.layout, x_train, y_train, indices)
     evaluator = Evaluator(
         experiment.model,
         experiment.layout,
         (_to_device(data.x_test, device), data.y_test.to(device)),
-        _local_test_pool(experiment, x_train, y_train),
+        _local_test_pool(experiment, device),
         len(experiment.clients),
     )
     c, f = config.client, config.faults
@@ -328,6 +355,7 @@ def summarise(rows: list[dict[str, Any]], experiment: Experiment, wall_s: float)
         "num_prunable": experiment.layout.num_prunable,
         "wall_s": round(wall_s, 2),
         "device": str(experiment.device),
+        "engine": experiment.engine,
         "versions": {
             "fedmap": fedmap.__version__,
             "torch": torch.__version__,
@@ -337,13 +365,15 @@ def summarise(rows: list[dict[str, Any]], experiment: Experiment, wall_s: float)
 
 
 def _local_test_pool(
-    experiment: Experiment, x: torch.Tensor, y: torch.Tensor
+    experiment: Experiment, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All clients' local test samples in one batch, with each sample's owner."""
+    """All clients' local test samples in one batch on ``device``, with each sample's owner."""
+    data = experiment.dataset
     index = np.concatenate([c.test_idx for c in experiment.clients]).astype(np.int64)
     owner = np.concatenate([np.full(len(c.test_idx), i) for i, c in enumerate(experiment.clients)])
-    idx = torch.from_numpy(index).to(x.device)
-    return x[idx], y[idx], torch.from_numpy(owner.astype(np.int64))
+    idx = torch.from_numpy(index)
+    x, y = _to_device(data.x_train[idx], device), data.y_train[idx].to(device)
+    return x, y, torch.from_numpy(owner.astype(np.int64))
 
 
 def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
