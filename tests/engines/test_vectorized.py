@@ -62,6 +62,42 @@ def test_matches_the_sequential_engine_with_unequal_clients(tiny_config, model, 
         assert not torch.equal(rb.packed, start)  # it trained
 
 
+def test_chunks_of_one_run_the_sequential_loop_bit_for_bit(tiny_config):
+    e, seq, vec = _engines(tiny_config, "cnn", 1)
+    mask = _pruned(e, 0.5)
+    start = pack(e.initial_values, mask)
+    a = seq.train_cohort(start, mask, [2, 4], ROUND)
+    b = vec.train_cohort(start, mask, [2, 4], ROUND)
+    assert all(torch.equal(ra.packed, rb.packed) for ra, rb in zip(a, b, strict=True))
+
+
+def test_parallel_one_at_a_time_equals_the_one_thread_sequential_run(tiny_config):
+    e, seq, vec = _engines(tiny_config, "cnn", 1)
+    mask = _pruned(e, 0.5)
+    start = pack(e.initial_values, mask)
+    clients = [5, 0, 3, 1, 4]
+    expected = seq.train_cohort(start, mask, clients, ROUND)  # one thread (conftest)
+    torch.set_num_threads(2)  # two workers, one thread each; the fixture restores it
+    got = vec.train_cohort(start, mask, clients, ROUND)
+    assert len(vec._replicas) == 2  # the parallel path ran
+    assert torch.get_num_threads() == 2
+    assert [r.client_id for r in got] == clients
+    assert all(torch.equal(a.packed, b.packed) for a, b in zip(expected, got, strict=True))
+
+
+def test_compiled_step_matches_eager(tiny_config):
+    e, _, eager = _engines(tiny_config, "mlp", 0)
+    idx = [torch.from_numpy(c.train_idx) for c in e.clients]
+    x, y = e.dataset.x_train, e.dataset.y_train
+    compiled = VectorizedEngine(e.model, e.layout, x, y, idx, CPU, chunk=0, compile=True)
+    mask = _pruned(e, 0.5)
+    start = pack(e.initial_values, mask)
+    a = eager.train_cohort(start, mask, [0, 1, 2], ROUND)
+    b = compiled.train_cohort(start, mask, [0, 1, 2], ROUND)
+    for ra, rb in zip(a, b, strict=True):
+        torch.testing.assert_close(rb.packed, ra.packed, rtol=1e-5, atol=1e-5)
+
+
 def test_pruned_weights_stay_exactly_zero(tiny_config):
     e, _, vec = _engines(tiny_config, "mlp", 0)
     mask = _pruned(e, 0.3)
@@ -150,11 +186,8 @@ def test_cpu_chunks_follow_the_working_set_and_cuda_takes_everyone():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
-def test_ten_thousand_clients_memory_does_not_grow_over_rounds(tiny_config, monkeypatch):
-    import fedmap.runs.experiment as experiment
-
+def test_ten_thousand_clients_memory_does_not_grow_over_rounds(tiny_config):
     big = make_synthetic(0, num_train=40_000, num_test=200, shape=(16,))
-    monkeypatch.setattr(experiment, "load_dataset", lambda *args, **kwargs: big)
     config = tiny_config(
         engine="vectorized",
         rounds=50,
@@ -165,7 +198,7 @@ def test_ten_thousand_clients_memory_does_not_grow_over_rounds(tiny_config, monk
         client__batch_size=4,
         pruning__method="none",
     )
-    simulation = build_simulation(prepare(config))
+    simulation = build_simulation(prepare(config, dataset=big))
     rss = []
     for rnd in range(1, 51):
         record = simulation.step(rnd)

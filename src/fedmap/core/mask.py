@@ -95,10 +95,25 @@ class Mask:
         return self.layout.unflatten(self.flat)
 
 
+def pruned_multipliers(mask: Mask, device: torch.device) -> dict[str, torch.Tensor]:
+    """0/1 float32 tensors on ``device`` for the tensors that have a pruned weight.
+
+    What local training multiplies gradients by. Tensors the mask keeps whole are
+    left out: multiplying by 1.0 changes nothing and costs a pass over the weights.
+    """
+    return {
+        name: keep.to(device, torch.float32)
+        for name, keep in mask.to_dict().items()
+        if not bool(keep.all())
+    }
+
+
 def pack(values: torch.Tensor, mask: Mask) -> torch.Tensor:
     """Kept values (num_kept,) of a canonical vector, in canonical order."""
     if values.shape != mask.flat.shape:
         raise ProtocolError(f"expected {mask.flat.numel()} values, got {values.numel()}")
+    if mask.num_kept == mask.layout.numel:  # dense: a copy, without the boolean gather
+        return values.clone()
     return values[mask.flat]
 
 
@@ -106,6 +121,8 @@ def unpack(packed: torch.Tensor, mask: Mask) -> torch.Tensor:
     """Canonical vector (numel,) with ``packed`` at kept coordinates and exact 0.0 elsewhere."""
     if packed.numel() != mask.num_kept:
         raise ProtocolError(f"mask keeps {mask.num_kept} values, got {packed.numel()}")
+    if mask.num_kept == mask.layout.numel:  # dense: a copy, without the boolean scatter
+        return packed.reshape(-1).to("cpu", copy=True)
     flat = torch.zeros(mask.layout.numel, dtype=packed.dtype)
     flat[mask.flat] = packed
     return flat

@@ -256,9 +256,13 @@ def _fashion_candidates(path: str | None, cache_dir: str | Path | None) -> list[
 
 
 def _fashion_tensor(images: np.ndarray) -> torch.Tensor:
-    """Scale uint8 (N, 28, 28) to [0, 1], standardise with the published statistics."""
-    scaled = images.astype(np.float32)[:, None] / 255.0  # (N, 1, 28, 28)
-    return torch.from_numpy((scaled - FASHION_MNIST_MEAN) / FASHION_MNIST_STD)
+    """Scale uint8 (N, 28, 28) to [0, 1], standardise with the published statistics.
+
+    Through a 256-entry table: the same float32 arithmetic per pixel value, done
+    once per value instead of three passes over 47 M pixels (start-up time).
+    """
+    table = (np.arange(256, dtype=np.float32) / 255.0 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
+    return torch.from_numpy(table.astype(np.float32)[images][:, None])  # (N, 1, 28, 28)
 
 
 def _stratified_split(

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fedmap.client.train import TrainConfig
-from fedmap.core.mask import Mask
+from fedmap.core.mask import Mask, unpack
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,14 @@ class Engine(Protocol):
     ) -> list[ClientResult]:
         """Train ``clients`` from the global model; results in the order of ``clients``."""
         ...
+
+
+def start_values(
+    global_packed: torch.Tensor, mask: Mask, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The global model every client starts from: named dense tensors on ``device``."""
+    dense = mask.layout.unflatten(unpack(global_packed, mask))  # pruned coordinates exactly 0.0
+    return {name: tensor.to(device) for name, tensor in dense.items()}
 
 
 def client_seed(seed: int, round: int, client_id: int) -> int:

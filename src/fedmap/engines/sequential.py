@@ -14,8 +14,8 @@ from torch import nn
 
 from fedmap.client.train import load_values, train_local
 from fedmap.core.layout import Layout
-from fedmap.core.mask import Mask, pack, unpack
-from fedmap.engines.base import ClientResult, RoundConfig, client_seed
+from fedmap.core.mask import Mask, pack, pruned_multipliers
+from fedmap.engines.base import ClientResult, RoundConfig, client_seed, start_values
 
 
 class SequentialEngine:
@@ -57,40 +57,47 @@ class SequentialEngine:
         round_cfg: RoundConfig,
     ) -> list[ClientResult]:
         """Train each client from the global model; return packed kept values."""
-        start = {
-            name: tensor.to(self.device)
-            for name, tensor in self.layout.unflatten(unpack(global_packed, mask)).items()
-        }
-        masks = self._prunable_masks(mask)
-        results = []
-        for client in clients:
-            seed = client_seed(round_cfg.seed, round_cfg.round, client)
-            generator = torch.Generator().manual_seed(seed)
-            index = self.client_indices[client]
-            load_values(self.model, start)
+        start = start_values(global_packed, mask, self.device)
+        masks = self.prunable_masks(mask)
+        return [
+            self.train_client(self.model, start, masks, mask, client, round_cfg)
+            for client in clients
+        ]
+
+    def train_client(
+        self,
+        model: nn.Module,
+        start: dict[str, torch.Tensor],
+        masks: dict[str, torch.Tensor],
+        mask: Mask,
+        client: int,
+        round_cfg: RoundConfig,
+        seed_dropout: bool = True,
+    ) -> ClientResult:
+        """Train one client on ``model`` (this engine's, or a replica of it) from ``start``.
+
+        ``seed_dropout`` seeds the global generator with the client's seed for
+        dropout, inside ``fork_rng``; callers training clients in parallel threads
+        pass False (the generator is process-wide) and use models without dropout.
+        """
+        seed = client_seed(round_cfg.seed, round_cfg.round, client)
+        generator = torch.Generator().manual_seed(seed)
+        index = self.client_indices[client]
+        load_values(model, start)
+        x, y = self.x_train[index], self.y_train[index]
+        if seed_dropout:
             devices = [self.device] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)  # dropout draws from the global generator
-                loss = train_local(
-                    self.model,
-                    masks,
-                    self.x_train[index],
-                    self.y_train[index],
-                    round_cfg.train,
-                    generator,
-                )
-            trained = self.layout.flatten(self.model.state_dict())
-            results.append(ClientResult(client, pack(trained, mask), len(index), loss))
-        return results
+                loss = train_local(model, masks, x, y, round_cfg.train, generator)
+        else:
+            loss = train_local(model, masks, x, y, round_cfg.train, generator)
+        trained = self.layout.flatten(model.state_dict())
+        return ClientResult(client, pack(trained, mask), len(index), loss)
 
-    def _prunable_masks(self, mask: Mask) -> dict[str, torch.Tensor]:
-        """0/1 float multipliers for the prunable parameters, cached per mask object."""
+    def prunable_masks(self, mask: Mask) -> dict[str, torch.Tensor]:
+        """0/1 float multipliers for the pruned parameters, cached per mask object."""
         if self._mask_cache is None or self._mask_cache[0] is not mask:
-            named = mask.to_dict()
-            masks = {
-                name: named[name].to(self.device, torch.float32)
-                for name, prunable in zip(self.layout.names, self.layout.prunable, strict=True)
-                if prunable
-            }
+            masks = pruned_multipliers(mask, self.device)
             self._mask_cache = (mask, masks)
         return self._mask_cache[1]

@@ -245,6 +245,10 @@ class Simulation:
         server, faults = self.server, self.faults
         layout, dtype = server.layout, server.dtype
         participants = []
+        # Each kind of downlink is one bytes object per round, and decoding is a pure
+        # function of (bytes, epoch, mask): clients holding the same state would all
+        # decode (and prune) to the same result, so the simulator does it once.
+        decoded: dict[tuple[int, int, int], tuple[bytes, ClientState]] = {}
         for client in cohort:  # 1. downlinks: each client decodes and updates its own mask
             state = self.states.get(client, ClientState())
             encoded, sent_mask = server.downlink(state.epoch, client)
@@ -254,8 +258,12 @@ class Simulation:
                 )
             )
             counts["bootstraps"] += encoded.mask_nbytes > 0
-            received = receive_downlink(encoded.data, state, layout)
-            new_state = _check_agreement(received.values, received.state, server, client)
+            key = (id(encoded.data), state.epoch, id(state.mask))
+            if key not in decoded:  # the bytes are kept in the value, so the id stays theirs
+                received = receive_downlink(encoded.data, state, layout)
+                checked = _check_agreement(received.values, received.state, server, client)
+                decoded[key] = (encoded.data, checked)
+            new_state = decoded[key][1]
             fate = fates[client]
             if fate.dropped:  # crashed mid-round: its new state is lost with it
                 counts["dropped"] += 1
@@ -285,7 +293,9 @@ class Simulation:
             else []
         )
         sent: list[tuple[int, bytes]] = []
-        for result in results:  # 3. uplinks: encoded and priced
+        results.reverse()  # popped from the end: each trained model is freed once encoded
+        while results:  # 3. uplinks: encoded and priced
+            result = results.pop()
             packed = result.packed.float()
             if result.client_id in faults.attackers:
                 packed = attack_update(packed, start, faults.attack, faults.attack_scale)
@@ -312,7 +322,9 @@ class Simulation:
         if self.intruder is not None:
             sent += self.intruder(rnd, list(sent))
         accepted = []
-        for client, data in sent:  # 4. validation, one reply at a time
+        sent.reverse()  # likewise: each reply's bytes are freed once decoded
+        while sent:  # 4. validation, one reply at a time
+            client, data = sent.pop()
             try:
                 accepted.append((client, server.read_reply(data, client)))
             except UpdateRejected as error:

@@ -24,8 +24,12 @@ names them and the caller falls back to the sequential engine.
 
 from __future__ import annotations
 
+import copy
+import ctypes
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -35,8 +39,9 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from fedmap.client.train import TrainConfig
 from fedmap.core.layout import Layout
-from fedmap.core.mask import Mask, pack, unpack
-from fedmap.engines.base import ClientResult, RoundConfig, client_seed
+from fedmap.core.mask import Mask, pack, pruned_multipliers
+from fedmap.engines.base import ClientResult, RoundConfig, client_seed, start_values
+from fedmap.engines.sequential import SequentialEngine
 
 Params = dict[str, torch.Tensor]
 StepFn = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor], tuple[Params, torch.Tensor]]
@@ -62,10 +67,12 @@ def default_chunk(device: torch.device, num_params: int) -> int:
     """Clients trained at once when the config leaves ``cohort_chunk`` at 0 (0 = all).
 
     On CUDA the whole cohort: one launch per layer instead of one per client. On a
-    CPU the step's fixed costs dominate small models, so stacking pays (digits MLP
-    2.3x faster than one at a time), but once a stack outgrows the cache it
-    loses to one client at a time (FedAvg CNN, 1.7 M parameters, 10 clients:
-    1.28x slower); docs/performance.md has the measurements behind this rule.
+    CPU, per-step fixed costs dominate small models and stacking pays (digits MLP:
+    2.3x faster than one client at a time), but for a conv net of a million
+    weights or more the batched kernels lose: the stack falls out of cache, and
+    vmap's convolution and pooling rules leave the fast channels-last layout
+    (FedAvg CNN, 10 clients: 1.3-1.5x slower than one at a time). Hence this
+    working-set rule; docs/performance.md has the measurements.
     """
     if device.type == "cuda":
         return 0
@@ -89,7 +96,9 @@ class VectorizedEngine:
     device
         Where training runs.
     chunk
-        Clients per batched program; 0 trains the whole cohort at once.
+        Clients per batched program; 0 trains the whole cohort at once, 1 trains
+        clients one at a time (stacking one client only adds cost), in parallel
+        threads on a multi-core CPU.
     compile
         Wrap the per-step program in ``torch.compile``.
     """
@@ -120,6 +129,12 @@ class VectorizedEngine:
         self.chunk = chunk
         self.compile = compile
         self._step: StepFn | None = None
+        self._sequential: SequentialEngine | None = None
+        self._replicas: list[nn.Module] = []  # models for parallel one-at-a-time training
+        self._pool: ThreadPoolExecutor | None = None  # kept: the same threads, the same heaps
+        self._has_dropout = any(
+            isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()
+        )
 
     def train_cohort(
         self,
@@ -129,21 +144,71 @@ class VectorizedEngine:
         round_cfg: RoundConfig,
     ) -> list[ClientResult]:
         """Train ``clients`` from the global model, ``chunk`` at a time; results in order."""
-        start = {
-            name: tensor.to(self.device)
-            for name, tensor in self.layout.unflatten(unpack(global_packed, mask)).items()
-        }
-        masks = {
-            name: keep.to(self.device, torch.float32)
-            for name, keep in mask.to_dict().items()
-            if self.layout.prunable[self.layout.names.index(name)]
-        }
         size = self.chunk or max(len(clients), 1)
+        if size == 1:  # nothing to stack: per-client loops, one per core where possible
+            return self._one_at_a_time(global_packed, mask, clients, round_cfg)
+        start = start_values(global_packed, mask, self.device)
+        masks = pruned_multipliers(mask, self.device)
         results: list[ClientResult] = []
         for first in range(0, len(clients), size):
             chunk = list(clients[first : first + size])
             results += self._train_chunk(start, masks, mask, chunk, round_cfg)
         return results
+
+    def _one_at_a_time(
+        self,
+        global_packed: torch.Tensor,
+        mask: Mask,
+        clients: Sequence[int],
+        round_cfg: RoundConfig,
+    ) -> list[ClientResult]:
+        """Clients one at a time; on a multi-core CPU, one client per core in parallel.
+
+        Small-batch convolutions use two cores poorly, so ``W`` threads each train
+        their own share of the cohort on a replica of the model with one intra-op
+        thread. Each client's result depends only on its own data and seed, so the
+        outcome is the same whatever thread ran it, and it equals the sequential
+        engine run with one thread, bit for bit. Dropout draws from torch's
+        process-wide generator, so models with dropout keep the single loop.
+        """
+        engine = self._sequential_engine()
+        threads = torch.get_num_threads()
+        if self.device.type != "cpu" or threads < 2 or len(clients) < 2 or self._has_dropout:
+            return engine.train_cohort(global_packed, mask, clients, round_cfg)
+        start = start_values(global_packed, mask, self.device)
+        masks = engine.prunable_masks(mask)
+        workers = min(threads, len(clients))
+        while len(self._replicas) < workers:
+            self._replicas.append(copy.deepcopy(self.model))
+
+        def share(worker: int) -> list[ClientResult]:
+            model = self._replicas[worker]
+            return [
+                engine.train_client(model, start, masks, mask, c, round_cfg, seed_dropout=False)
+                for c in clients[worker::workers]
+            ]
+
+        if self._pool is None or self._pool._max_workers < workers:
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fedmap-client")
+        torch.set_num_threads(1)  # process-wide: every worker thread gets one core
+        try:
+            shares = list(self._pool.map(share, range(workers)))
+        finally:
+            torch.set_num_threads(threads)
+        release_free_heap()
+        by_client = {r.client_id: r for part in shares for r in part}
+        return [by_client[c] for c in clients]
+
+    def _sequential_engine(self) -> SequentialEngine:
+        """The sequential engine over the same data, built on first use (chunks of one)."""
+        if self._sequential is None:
+            x = self.x_train.to(self.device)
+            if x.dim() == 4:  # as the run's model: channels-last kernels are faster on CPU
+                x = x.contiguous(memory_format=torch.channels_last)
+            self._sequential = SequentialEngine(
+                self.model, self.layout, x, self.y_train.to(self.device), self.client_indices
+            )
+        return self._sequential
 
     def _train_chunk(
         self,
@@ -191,8 +256,9 @@ class VectorizedEngine:
         cfg = round_cfg.train
         index, weight = self._batch_plan(list(chunk), round_cfg)  # (K, T, B) each
         x, y = self._gather(index)  # (K, T, B, *sample), (K, T, B)
-        weight = weight.to(self.device)
-        active = weight.sum(dim=2) > 0  # (K, T): the client still has a batch at step t
+        active_cpu = weight.sum(dim=2) > 0  # (K, T): the client still has a batch at step t
+        everyone = active_cpu.all(dim=0).tolist()  # per step, known up front: no device sync
+        weight, active = weight.to(self.device), active_cpu.to(self.device)
         k = len(chunk)
         params = {n: t.unsqueeze(0).repeat(k, *[1] * t.dim()) for n, t in start.items()}
         momenta: Params = {}
@@ -204,7 +270,7 @@ class VectorizedEngine:
             torch.manual_seed(seed)  # dropout: one stream per round and chunk
             for t in range(index.shape[1]):
                 grads, loss = step(params, x[:, t], y[:, t], weight[:, t])  # (K, *shape), (K,)
-                _sgd_step(params, momenta, grads, masks, active[:, t], cfg, first=t == 0)
+                _sgd_step(params, momenta, grads, masks, active[:, t], everyone[t], cfg, t == 0)
                 loss_sum += torch.where(active[:, t], loss, 0.0)
         losses = (loss_sum / active.sum(dim=1).clamp_min(1)).tolist()
         return params, losses
@@ -275,18 +341,19 @@ def _sgd_step(
     grads: Params,
     masks: Mapping[str, torch.Tensor],
     active: torch.Tensor,
+    everyone: bool,
     cfg: TrainConfig,
     first: bool,
 ) -> None:
     """Masked SGD on the stack, term for term as ``torch.optim.SGD`` (no dampening).
 
     Gradients of pruned weights are zeroed first, as in the sequential engine.
-    Clients with ``active`` False keep their weights and momentum. Everything is
+    Clients with ``active`` False keep their weights and momentum (``everyone``
+    says whether all are active, so the common case skips the selection). Everything is
     in place (``params``, ``momenta`` and the fresh ``grads``): on a CPU,
     allocating a new stack of weights every step costs more than the step's
     arithmetic.
     """
-    everyone = bool(active.all())
     for name, p in params.items():
         g = grads[name]
         if name in masks:
@@ -304,3 +371,24 @@ def _sgd_step(
                 momenta[name].mul_(factor).add_(g)  # ... and its momentum is left as it was
             g = momenta[name] if everyone else momenta[name] * flags
         p.add_(g, alpha=-cfg.lr)
+
+
+def release_free_heap() -> None:
+    """Hand memory that glibc keeps after a round's frees back to the OS (no-op elsewhere).
+
+    Each worker thread allocates its activations in its own malloc arena, and
+    glibc keeps freed arena memory for reuse: without this the resident size of
+    a Fashion-MNIST run grows by ~300 MB over the first rounds. ``malloc_trim``
+    costs a few milliseconds per round.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
+        except OSError:
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None

@@ -77,11 +77,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare(config: Config) -> Experiment:
-    """Locate and load data, partition it, build the model (nothing is written)."""
-    path = config.data.path or None
-    check_dataset_available(config.data.name, path)
-    dataset = load_dataset(config.data.name, path, seed=config.seed)
+def prepare(config: Config, dataset: Dataset | None = None) -> Experiment:
+    """Locate and load data, partition it, build the model (nothing is written).
+
+    ``dataset`` replaces the one ``data.name`` would load (benchmarks use it for
+    generated data of a chosen size; ``data.partition`` and the rest still apply).
+    """
+    if dataset is None:
+        path = config.data.path or None
+        check_dataset_available(config.data.name, path)
+        dataset = load_dataset(config.data.name, path, seed=config.seed)
     d = config.data
     clients = partition_clients(
         dataset.y_train.numpy(),
