@@ -99,6 +99,15 @@ def test_crash_after_a_round_then_resume_gives_identical_results(tmp_path, tiny_
     assert finished_files(tmp_path / "cut") == finished_files(tmp_path / "ref")
 
 
+def test_a_vectorized_run_resumes_identically(tmp_path, tiny_config):
+    config = tiny_config(**STATEFUL, engine="vectorized")
+    reference_and_crash(config, tmp_path, 3)
+    resume(tmp_path / "cut")
+    finished = finished_files(tmp_path / "cut")
+    assert finished == finished_files(tmp_path / "ref")
+    assert finished["summary"]["engine"] == "vectorized"
+
+
 def test_the_guards_fallback_model_survives_a_crash(tmp_path, tiny_config):
     config = tiny_config(**GUARDED)
     reference_and_crash(config, tmp_path, 9)  # the fallback lives only in the checkpoint now
