@@ -189,6 +189,7 @@ class VectorizedEngine:
             ]
 
         if self._pool is None or self._pool._max_workers < workers:
+            share_malloc_arena()
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fedmap-client")
         torch.set_num_threads(1)  # process-wide: every worker thread gets one core
         try:
@@ -376,19 +377,41 @@ def _sgd_step(
 def release_free_heap() -> None:
     """Hand memory that glibc keeps after a round's frees back to the OS (no-op elsewhere).
 
-    Each worker thread allocates its activations in its own malloc arena, and
-    glibc keeps freed arena memory for reuse: without this the resident size of
-    a Fashion-MNIST run grows by ~300 MB over the first rounds. ``malloc_trim``
+    glibc keeps freed memory for reuse: without this the resident size of a
+    Fashion-MNIST run grows by ~300 MB over the first rounds. ``malloc_trim``
     costs a few milliseconds per round.
     """
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
-        except OSError:
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
-_LIBC: Any = None
+def share_malloc_arena() -> None:
+    """Let worker threads allocate from the main malloc arena (glibc; no-op elsewhere).
+
+    By default glibc gives each thread its own arena, and each keeps its freed
+    memory: ~80 MB more at peak for two client threads on Fashion-MNIST, with no
+    measurable speed difference when they share (allocations here are few and
+    large). Process-wide, so called only when the worker threads start.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_ARENA_MAX, 1)
+
+
+_M_ARENA_MAX = -8  # from glibc's malloc.h
+_LIBC: list[Any] = []
+
+
+def _glibc() -> Any:
+    """The C library when it is glibc on Linux, else None (looked up once)."""
+    if not _LIBC:
+        libc = None
+        if sys.platform.startswith("linux"):
+            try:
+                candidate = ctypes.CDLL("libc.so.6")
+                libc = candidate if hasattr(candidate, "malloc_trim") else None
+            except OSError:
+                libc = None
+        _LIBC.append(libc)
+    return _LIBC[0]
