@@ -17,6 +17,11 @@ sequential engine within float rounding. Dropout draws differ: both engines are
 deterministic per seed, but the vectorised one draws all clients' dropout masks
 from one stream seeded per round and chunk.
 
+On a CPU, stacking pays only for small models (per-step overheads dominate
+them); a million-weight conv net runs faster one client per core, so chunks of
+one client go to worker threads, each training its share of the cohort on its
+own replica with one intra-op thread (see :func:`default_chunk`).
+
 Not batched: models with floating-point buffers (BatchNorm's running statistics
 change inside the forward pass, once per client); :func:`unbatchable_reason`
 names them and the caller falls back to the sequential engine.
@@ -25,9 +30,7 @@ names them and the caller falls back to the sequential engine.
 from __future__ import annotations
 
 import copy
-import ctypes
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -41,6 +44,7 @@ from fedmap.client.train import TrainConfig
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pack, pruned_multipliers
 from fedmap.engines.base import ClientResult, RoundConfig, client_seed, start_values
+from fedmap.engines.heap import release_free_heap, share_malloc_arena
 from fedmap.engines.sequential import SequentialEngine
 
 Params = dict[str, torch.Tensor]
@@ -372,46 +376,3 @@ def _sgd_step(
                 momenta[name].mul_(factor).add_(g)  # ... and its momentum is left as it was
             g = momenta[name] if everyone else momenta[name] * flags
         p.add_(g, alpha=-cfg.lr)
-
-
-def release_free_heap() -> None:
-    """Hand memory that glibc keeps after a round's frees back to the OS (no-op elsewhere).
-
-    glibc keeps freed memory for reuse: without this the resident size of a
-    Fashion-MNIST run grows by ~300 MB over the first rounds. ``malloc_trim``
-    costs a few milliseconds per round.
-    """
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-def share_malloc_arena() -> None:
-    """Let worker threads allocate from the main malloc arena (glibc; no-op elsewhere).
-
-    By default glibc gives each thread its own arena, and each keeps its freed
-    memory: ~80 MB more at peak for two client threads on Fashion-MNIST, with no
-    measurable speed difference when they share (allocations here are few and
-    large). Process-wide, so called only when the worker threads start.
-    """
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(_M_ARENA_MAX, 1)
-
-
-_M_ARENA_MAX = -8  # from glibc's malloc.h
-_LIBC: list[Any] = []
-
-
-def _glibc() -> Any:
-    """The C library when it is glibc on Linux, else None (looked up once)."""
-    if not _LIBC:
-        libc = None
-        if sys.platform.startswith("linux"):
-            try:
-                candidate = ctypes.CDLL("libc.so.6")
-                libc = candidate if hasattr(candidate, "malloc_trim") else None
-            except OSError:
-                libc = None
-        _LIBC.append(libc)
-    return _LIBC[0]
