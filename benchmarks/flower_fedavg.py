@@ -31,7 +31,6 @@ def _client_side(workload_key: str, device: str) -> tuple[Any, Any, list[Any]]:
     from fedmap.runs.experiment import prepare
 
     w = WORKLOADS[workload_key]
-    torch.set_num_threads(1)  # one core per actor (num_cpus=1)
     e = prepare(config_for(w, "sequential", device, 1), dataset_for(w))
     return e.dataset, e.model, e.clients
 
@@ -51,11 +50,13 @@ def build_apps(workload_key: str, w: Workload, device: str, rounds: int) -> tupl
 
     @client_app.train()
     def train(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)  # one core per ClientApp actor (num_cpus=1)
         dataset, model, clients = _client_side(workload_key, device)
+        on = next(model.parameters()).device
         pid = int(context.node_config["partition-id"])
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         index = torch.from_numpy(clients[pid].train_idx)
-        x, y = dataset.x_train[index], dataset.y_train[index]
+        x, y = dataset.x_train[index].to(on), dataset.y_train[index].to(on)
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         config = TrainConfig(1, w.batch_size, w.lr, w.momentum, 0.0)
@@ -91,10 +92,12 @@ def build_apps(workload_key: str, w: Workload, device: str, rounds: int) -> tupl
             if rnd < rounds:
                 return None
             model.load_state_dict(arrays.to_torch_state_dict())
-            x = dataset.x_test
+            on = next(model.parameters()).device
+            x = dataset.x_test.to(on)
             if x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            stamps["accuracy"] = score(model, x, dataset.y_test, batch_size=256).accuracy
+            y = dataset.y_test.to(on)
+            stamps["accuracy"] = score(model, x, y, batch_size=256).accuracy
             return MetricRecord({"accuracy": stamps["accuracy"]})
 
         strategy.start(

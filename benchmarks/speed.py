@@ -7,15 +7,16 @@ Usage:
     .venv/bin/python benchmarks/speed.py --json out.json --doc  # also rewrite docs/performance.md
 
 Each contender (benchmarks/speed_worker.py) runs in its own process, one at a
-time, on the same machine: the vectorised and sequential engines (fedmap's full
-round loop: encode, decode, validate, aggregate), Flower 1.42 ``run_simulation``
-doing the same dense FedAvg when ``flwr`` is installed, and the ceiling, one
-model training each round's samples at the cohort's combined batch with no
-federation at all. Round times leave out evaluation for everyone (accuracy is
-measured once, after the last round); the first round, which pays one-off
-initialisation, is reported apart. Memory is the peak proportional set size
-(PSS, shared pages split) summed over the contender's whole process tree, so
-Ray's helper processes count for Flower. The vectorised engine runs twice to
+time, on the same machine, in an order rotated between repeats: the vectorised
+and sequential engines (fedmap's full round loop: encode, decode, validate,
+aggregate), Flower 1.42 ``run_simulation`` doing the same dense FedAvg when
+``flwr`` is installed, and the ceiling, one model training each round's samples
+at the cohort's combined batch with no federation at all. Round times leave out
+evaluation for everyone (accuracy is measured once, after the last round); the
+first round, which pays one-off initialisation, is reported apart. Memory is the
+peak proportional set size (PSS, shared pages split) summed over the
+contender's whole process tree, so Ray's helper processes count for Flower.
+With ``--repeats`` of 2 or more, the vectorised engine's runs are compared to
 check that reruns are bit-identical.
 """
 
@@ -242,7 +243,8 @@ def main() -> None:
             dataset_for(WORKLOADS["a"])  # generate the cached data before any timing
         runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
         for repeat in range(args.repeats):  # alternating, so drifts in machine speed spread out
-            for contender in contenders:
+            shift = repeat % len(contenders)  # and rotated, so no contender always runs first
+            for contender in contenders[shift:] + contenders[:shift]:
                 print(
                     f"[{time.time() - began:6.0f} s] workload {workload}: {contender} "
                     f"(run {repeat + 1} of {args.repeats}) ...",

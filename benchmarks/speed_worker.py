@@ -6,8 +6,9 @@ CONTENDER is ``vectorized`` or ``sequential`` (fedmap's round loop with that
 engine), ``ceiling`` (one model, one optimiser, training each round's samples at
 the cohort's combined batch: no federation at all), or ``flower`` (Flower 1.42
 ``run_simulation`` with its FedAvg strategy and a plain PyTorch ClientApp, see
-benchmarks/flower_fedavg.py). Every contender trains the same model on the same
-client data for the same number of steps; accuracy is measured once, after the
+benchmarks/flower_fedavg.py). Every federated contender trains the same model on
+the same client data for the same number of steps (the ceiling sees the same
+samples in K times fewer, K times larger steps); accuracy is measured once, after the
 last round, and is not part of the round times.
 
 The parent passes ``FEDMAP_BENCH_T0`` (its clock when it launched this process),

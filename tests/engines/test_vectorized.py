@@ -143,6 +143,8 @@ def test_stacked_dropout_is_reproducible_and_drawn_per_client():
         return float((a.packed - b.packed).abs().max())
 
     assert gap() > 1e-3  # same data, same start: only the dropout masks differ
+    model.eval()  # as the evaluator leaves it after scoring a round
+    assert gap() > 1e-3  # training turns dropout back on
     model.dropout_conv.p = model.dropout_fc.p = 0.0
     assert gap() < 1e-5  # without dropout the two clients agree
 

@@ -268,6 +268,7 @@ class VectorizedEngine:
         params = {n: t.unsqueeze(0).repeat(k, *[1] * t.dim()) for n, t in start.items()}
         momenta: Params = {}
         step = self._step_fn()
+        self.model.train()  # dropout on: the evaluator shares this module and leaves it in eval
         loss_sum = torch.zeros(k, device=self.device)
         seed = client_seed(round_cfg.seed, round_cfg.round, chunk[0])
         devices = [self.device] if self.device.type == "cuda" else []
@@ -316,7 +317,7 @@ class VectorizedEngine:
         """The round's samples in one gather and one host-to-device copy."""
         x, y = self.x_train[index], self.y_train[index]
         if x.device != self.device:
-            if self.device.type == "cuda":
+            if self.device.type == "cuda" and x.device.type == "cpu":
                 x, y = x.pin_memory(), y.pin_memory()
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
@@ -332,7 +333,6 @@ class VectorizedEngine:
                 per_sample = F.cross_entropy(logits, y, reduction="none")  # (B,)
                 return (per_sample * w).sum() / w.sum().clamp_min(1.0)
 
-            model.train()  # dropout on; functional_call uses the module's mode
             fn: Any = vmap(grad_and_value(loss_of), randomness="different")
             if self.compile:
                 fn = torch.compile(fn)
