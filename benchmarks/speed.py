@@ -114,7 +114,7 @@ def summarise(result: dict[str, Any], workload: str) -> dict[str, Any]:
     if "error" in result:
         return result
     w = WORKLOADS[workload]
-    samples = w.cohort * _client_size(workload)
+    samples = w.samples_per_round
     steady = result["round_s"][1:] or result["round_s"]
     s_round = statistics.median(steady)
     result["s_per_round"] = s_round
@@ -141,10 +141,6 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     row["peak_pss_bytes"] = max(r["peak_pss_bytes"] for r in ok)
     row["failed_runs"] = len(runs) - len(ok)
     return row
-
-
-def _client_size(workload: str) -> int:
-    return {"a": 50, "b": 600}[workload]
 
 
 def add_rates(results: list[dict[str, Any]], workload: str) -> None:

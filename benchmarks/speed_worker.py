@@ -53,6 +53,12 @@ class Workload:
     def cohort(self) -> int:
         return round(self.num_clients * self.fraction)
 
+    @property
+    def samples_per_round(self) -> int:
+        """Training samples in a round: the cohort times the (equal) client size."""
+        total = 50 * self.num_clients if self.data == "synthetic_cifar" else 60_000  # FMNIST
+        return self.cohort * (total // self.num_clients)
+
 
 WORKLOADS = {
     "a": Workload(

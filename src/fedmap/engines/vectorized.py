@@ -136,6 +136,7 @@ class VectorizedEngine:
         self._sequential: SequentialEngine | None = None
         self._replicas: list[nn.Module] = []  # models for parallel one-at-a-time training
         self._pool: ThreadPoolExecutor | None = None  # kept: the same threads, the same heaps
+        self._pool_size = 0
         self._has_dropout = any(
             isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()
         )
@@ -192,9 +193,12 @@ class VectorizedEngine:
                 for c in clients[worker::workers]
             ]
 
-        if self._pool is None or self._pool._max_workers < workers:
+        if self._pool is None or self._pool_size < workers:
             share_malloc_arena()
+            if self._pool is not None:
+                self._pool.shutdown()
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fedmap-client")
+            self._pool_size = threads
         torch.set_num_threads(1)  # process-wide: every worker thread gets one core
         try:
             shares = list(self._pool.map(share, range(workers)))
