@@ -10,7 +10,7 @@ ALLOWED = {
     "client": {"core", "client", "errors"},
     "data": {"data", "errors"},
     "models": {"models", "errors"},
-    "strategies": {"core", "strategies", "errors"},
+    "strategies": {"core", "client", "strategies", "errors"},  # client: ClientTask
     "engines": {"core", "client", "data", "models", "strategies", "engines", "errors"},
 }
 

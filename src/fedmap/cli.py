@@ -146,6 +146,98 @@ def run(
     err.print(f"run directory: {escape(str(run_dir))}", soft_wrap=True)
 
 
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep TOML: base, [set], [grid].")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder of run directories (default: the file's).")
+    ] = None,
+    parallel: Annotated[
+        int | None, typer.Option("--parallel", min=1, help="Runs at once (processes).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override for every run: section.key=value (repeatable)."),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Run only names matching this glob (repeatable)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs, run nothing.")] = False,
+) -> None:
+    """Run every point of a grid (methods x settings x seeds ...), skipping finished runs."""
+    from fedmap.runs.sweep import load_sweep, run_sweep
+
+    try:
+        plan = load_sweep(sweep_file, out, parallel, set_ or [], only or [])
+    except FedMapError as error:
+        _fail(error)
+    err.print(
+        f"sweep {escape(str(sweep_file))}: {len(plan.runs)} runs, {plan.parallel} at a time "
+        f"-> {escape(str(plan.out))}",
+        soft_wrap=True,
+    )
+    if dry_run:
+        for item in plan.runs:
+            print(item.name)
+        return
+    started = time.perf_counter()
+
+    def on_outcome(outcome: Any, done: int, total: int) -> None:
+        colour = {"finished": "green", "skipped": "cyan", "failed": "red", "stale": "yellow"}
+        line = f"[{done}/{total}] [{colour[outcome.status]}]{outcome.status:8}[/] {outcome.name}"
+        if outcome.summary:
+            s = outcome.summary
+            line += (
+                f"  acc {s['final_test_accuracy']:.4f}  sparsity {s['final_sparsity'] * 100:.1f} %"
+                f"  {s['bytes_total'] / 1e6:,.0f} MB"
+            )
+        if outcome.status == "finished":
+            line += f"  {outcome.wall_s:.0f} s"
+        if outcome.detail:
+            line += f"  {escape(outcome.detail)}"
+        elapsed = time.perf_counter() - started
+        line += f"  (elapsed {elapsed / 60:.1f} min)"
+        err.print(line, soft_wrap=True, highlight=False)
+
+    outcomes = run_sweep(plan, on_outcome)
+    failed = [o for o in outcomes if o.status == "failed"]
+    stale = [o for o in outcomes if o.status == "stale"]
+    err.print(
+        f"sweep done in {(time.perf_counter() - started) / 60:.1f} min: "
+        f"{sum(o.status == 'finished' for o in outcomes)} run, "
+        f"{sum(o.status == 'skipped' for o in outcomes)} skipped (finished before), "
+        f"{len(failed)} failed, {len(stale)} stale; logs in {escape(str(plan.out / 'logs'))}",
+        soft_wrap=True,
+    )
+    err.print(
+        f"report: fedmap report {escape(str(plan.out))} --out {escape(str(plan.out / 'report'))}"
+    )
+    if failed or stale:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="Run directories, or folders of them (a sweep's --out).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Where report.md, report.html and PNGs go.")],
+) -> None:
+    """Compare runs: tables (mean ± std over seeds) and figures, as Markdown and HTML."""
+    from fedmap.runs.report import write_report
+
+    try:
+        md_path, warnings = write_report(run_dirs, out)
+    except FedMapError as error:
+        _fail(error)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
+    err.print(
+        f"report: {escape(str(md_path))} and {escape(str(out / 'report.html'))}", soft_wrap=True
+    )
+
+
 def _fail(error: FedMapError) -> NoReturn:
     """Print one error line and exit 1."""
     err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)

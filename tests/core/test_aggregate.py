@@ -35,3 +35,15 @@ def test_robust_rules_by_hand():
         aggregate(vs, [1, 1, 1, 1], "max")
     with pytest.raises(ValueError, match="zero client"):
         weighted_mean([], [])
+
+
+def test_masked_mean_averages_each_coordinate_over_the_clients_that_kept_it():
+    from fedmap.core.aggregate import masked_mean
+
+    a = torch.tensor([1.0, 2.0, 0.0, 0.0])
+    b = torch.tensor([3.0, 0.0, 5.0, 0.0])
+    keep_a = torch.tensor([True, True, False, False])
+    keep_b = torch.tensor([True, False, True, False])
+    values, votes = masked_mean([a, b], [keep_a, keep_b], [1.0, 3.0])
+    assert values.tolist() == [2.5, 2.0, 5.0, 0.0]
+    assert votes.tolist() == [4.0, 1.0, 3.0, 0.0]

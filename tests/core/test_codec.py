@@ -122,3 +122,13 @@ def test_sparse_masks_use_elias_fano_and_beat_the_bitmap():
     assert len(payload) < 0.6 * len(encode_bitmap(bits))  # ~2 + log2(10) bits per kept weight
     half = np.random.default_rng(0).random(100_000) < 0.5
     assert encode_mask_bits(half)[0] == BITMAP
+
+
+def test_statistics_messages_and_the_random_scope_round_trip():
+    from fedmap.core.codec import DOWNLINK, STATISTICS, Message, PruneInstruction, decode, encode
+
+    values = torch.rand(12)
+    stats = decode(encode(Message(STATISTICS, 3, 1, values, num_samples=4), 7).data, 7, 12)
+    assert stats.kind == STATISTICS and torch.equal(stats.values, values)
+    prune = Message(DOWNLINK, 2, 0, values, prune=PruneInstruction(0.2, "random"))
+    assert decode(encode(prune, 7).data, 7, 12).prune == PruneInstruction(0.2, "random")

@@ -97,3 +97,15 @@ def test_masks_nest_are_exact_and_deterministic(sizes, rate, steps, seed, levels
             if len(kept_mag) and len(gone_mag):
                 assert gone_mag.max() <= kept_mag.min()  # magnitude order respected
         values = values * mask.flat
+
+
+@given(
+    st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, -0.0]), min_size=1, max_size=40),
+    st.integers(0, 45),
+)
+def test_smallest_equals_the_first_of_a_stable_sort(values, count):
+    from fedmap.core.prune import smallest
+
+    tensor = torch.tensor(values)
+    expected = torch.sort(torch.sort(tensor, stable=True).indices[:count]).values
+    assert torch.equal(smallest(tensor, count), expected)

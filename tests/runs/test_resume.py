@@ -287,3 +287,18 @@ def test_global_random_generators_are_restored(tmp_path, tiny_config):
 
     run_experiment(resumption.experiment, tmp_path / "cut", look, checkpoint=resumption.checkpoint)
     assert seen["resumed"] == seen["crash"]
+
+
+@pytest.mark.parametrize("method", ["prunefl", "feddst", "local", "gradual"])
+def test_baselines_resume_identically(tmp_path, tiny_config, method):
+    """PruneFL's pending importance and FedDST's count live only in the checkpoint after round 4."""
+    config = tiny_config(
+        rounds=7,
+        pruning__method=method,
+        pruning__warmup_rounds=1,
+        pruning__rounds_per_step=2,
+        pruning__target_sparsity=0.7,
+    )
+    reference_and_crash(config, tmp_path, 4)
+    resume(tmp_path / "cut")
+    assert finished_files(tmp_path / "cut") == finished_files(tmp_path / "ref")

@@ -218,3 +218,89 @@ def test_after_a_reset_a_retried_client_holding_the_new_model_is_not_bootstrappe
     again, _ = server.downlink(state.epoch, 0)
     assert again.mask_nbytes == 0
     assert torch.equal(receive_downlink(again.data, state, layout).values, server.model.values)
+
+
+class OwnMasks(DenseStrategy):
+    """Clients send their own masks (as client-local pruning does) and PruneFL's statistics."""
+
+    def client_task(self, round):
+        from fedmap.client.rules import ClientTask
+
+        return ClientTask(prune_to=0.5, importance=True)
+
+
+def own_mask_setup():
+    layout = Layout(("w", "b"), ((8, 4), (8,)), (True, False))
+    server = Server(OwnMasks(), layout, torch.randn(layout.numel))
+    server.start_round(1)
+    states = []
+    for client in (0, 1):
+        encoded, _ = server.downlink(-1, client=client)
+        states.append(receive_downlink(encoded.data, ClientState(), layout).state)
+    return layout, server, states
+
+
+def test_replies_with_own_masks_are_averaged_over_the_clients_that_kept_each_weight():
+    layout, server, states = own_mask_setup()
+    keep_a = torch.ones(layout.numel, dtype=torch.bool)
+    keep_a[:16] = False  # client 0 pruned the first 16 weights
+    keep_b = torch.ones(layout.numel, dtype=torch.bool)
+    keep_b[16:32] = False  # client 1 the next 16
+    a, b = Mask(layout, keep_a), Mask(layout, keep_b)
+    msgs = [
+        server.read_reply(reply(layout, states[0], torch.full((a.num_kept,), 1.0), own_mask=a), 0),
+        server.read_reply(
+            reply(layout, states[1], torch.full((b.num_kept,), 4.0), own_mask=b, num_samples=15), 1
+        ),
+    ]
+    server.finish_round(msgs)
+    values = server.model.values
+    assert torch.all(values[:16] == 4.0) and torch.all(values[16:32] == 1.0)  # one client each
+    assert torch.allclose(values[32:], torch.full((8,), (5 * 1.0 + 15 * 4.0) / 20))  # both
+    assert server.model.mask.density == 1.0 and server.model.epoch == 0  # the union is dense
+    # a coordinate nobody kept is pruned from the global model, and the epoch moves on
+    server.start_round(2)
+    states = [
+        receive_downlink(server.downlink(0, client=c)[0].data, states[c], layout).state
+        for c in (0, 1)
+    ]
+    both = Mask(layout, keep_a & keep_b | ~layout.prunable_flat)
+    accepted = [
+        server.read_reply(
+            reply(layout, states[c], torch.ones(both.num_kept), round=2, own_mask=both), c
+        )
+        for c in (0, 1)
+    ]
+    server.finish_round(accepted)
+    assert server.model.epoch == 1 and server.model.mask.same_as(both)
+
+
+def test_a_mask_in_a_reply_is_refused_when_the_method_sends_none():
+    layout, server, state = setup()
+    own = Mask.dense(layout)
+    with pytest.raises(UpdateRejected, match="carries a mask"):
+        server.read_reply(reply(layout, state, torch.ones(layout.numel), own_mask=own), 0)
+
+
+def test_statistics_are_validated_and_only_accepted_with_an_accepted_reply():
+    from fedmap.client.protocol import encode_statistics
+
+    layout, server, states = own_mask_setup()
+    good = encode_statistics(
+        torch.ones(layout.num_prunable), states[0], round=1, num_samples=5, layout=layout
+    ).data
+    with pytest.raises(UpdateRejected, match="without an accepted reply"):
+        server.read_statistics(good, 0)
+    own = Mask.dense(layout)
+    server.read_reply(reply(layout, states[0], torch.ones(layout.numel), own_mask=own), 0)
+    negative = encode_statistics(
+        -torch.ones(layout.num_prunable), states[0], round=1, num_samples=5, layout=layout
+    ).data
+    with pytest.raises(UpdateRejected, match="negative"):
+        server.read_statistics(negative, 0)
+    server.read_statistics(good, 0)
+    with pytest.raises(UpdateRejected, match="without an accepted reply"):
+        server.read_statistics(good, 0)  # once per client
+    plain_layout, plain, plain_state = setup()
+    with pytest.raises(UpdateRejected, match="did not ask"):
+        plain.read_statistics(good, 0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedmap.core.codec import DOWNLINK, UPLINK, Encoded, Message, decode, encode
+from fedmap.core.codec import DOWNLINK, STATISTICS, UPLINK, Encoded, Message, decode, encode
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, unpack
 from fedmap.core.prune import compute_mask
@@ -70,12 +70,18 @@ def encode_reply(
     train_loss: float,
     dtype: str,
     layout: Layout,
+    own_mask: Mask | None = None,
 ) -> Encoded:
-    """Encode the trained model's kept values (``packed``, canonical order) for the server."""
+    """Encode the trained model's kept values (``packed``, canonical order) for the server.
+
+    ``own_mask``: the client chose its own mask (client-local pruning, FedDST); the
+    values are packed with it and it travels with them.
+    """
     if state.mask is None:
         raise ProtocolError("a client cannot reply before it has received a model")
-    if packed.numel() != state.mask.num_kept:
-        raise ProtocolError(f"mask keeps {state.mask.num_kept} values, reply has {packed.numel()}")
+    mask = own_mask if own_mask is not None else state.mask
+    if packed.numel() != mask.num_kept:
+        raise ProtocolError(f"mask keeps {mask.num_kept} values, reply has {packed.numel()}")
     message = Message(
         kind=UPLINK,
         round=round,
@@ -84,5 +90,24 @@ def encode_reply(
         dtype=dtype,
         num_samples=num_samples,
         train_loss=train_loss,
+        mask_bits=None if own_mask is None else own_mask.prunable_bits().numpy(),
+    )
+    return encode(message, layout.fingerprint)
+
+
+def encode_statistics(
+    importance: torch.Tensor, state: ClientState, *, round: int, num_samples: int, layout: Layout
+) -> Encoded:
+    """Encode one float32 score per prunable weight (PruneFL's importance) for the server."""
+    if importance.numel() != layout.num_prunable:
+        raise ProtocolError(
+            f"statistics need {layout.num_prunable} values, got {importance.numel()}"
+        )
+    message = Message(
+        kind=STATISTICS,
+        round=round,
+        epoch=state.epoch,
+        values=importance,
+        num_samples=num_samples,
     )
     return encode(message, layout.fingerprint)

@@ -79,3 +79,34 @@ def train_local(
             total += loss.detach()  # no host sync per step
             batches += 1
     return float(total) / max(batches, 1)
+
+
+def gradient_stats(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Dense gradients of the loss at ``model``'s current values, pruned weights included.
+
+    One pass over the client's data in order, without updating anything: returns
+    the mean gradient (FedDST regrows the weights where its magnitude is largest)
+    and the sum over batches of squared gradients (PruneFL's importance). The model
+    is scored in ``eval()`` mode so normalisation statistics are left as they are.
+    """
+    params = dict(model.named_parameters())
+    mean = {n: torch.zeros_like(p) for n, p in params.items()}
+    squares = {n: torch.zeros_like(p) for n, p in params.items()}
+    was_training = model.training
+    model.eval()
+    batches = 0
+    for start in range(0, len(x), batch_size):
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(
+            model(x[start : start + batch_size]), y[start : start + batch_size]
+        ).backward()
+        for name, param in params.items():
+            if param.grad is not None:
+                mean[name].add_(param.grad)
+                squares[name].add_(param.grad.square())
+        batches += 1
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return {n: g / max(batches, 1) for n, g in mean.items()}, squares

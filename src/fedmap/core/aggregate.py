@@ -70,3 +70,23 @@ def _check(vectors: Sequence[torch.Tensor], weights: Sequence[float]) -> None:
             raise ValueError(
                 f"packed vectors differ in shape: {tuple(shape)} vs {tuple(vector.shape)}"
             )
+
+
+def masked_mean(
+    dense: Sequence[torch.Tensor], keeps: Sequence[torch.Tensor], weights: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FedAvg where each client kept its own coordinates (client-local masks, FedDST).
+
+    Each coordinate is the sample-weighted mean over the clients whose mask kept it,
+    and 0.0 where none did. Returns the values and the weighted vote of each
+    coordinate (the summed weights of the clients that kept it), which mask
+    aggregation ranks by.
+    """
+    _check(dense, weights)
+    acc = torch.zeros(dense[0].shape, dtype=torch.float64)
+    votes = torch.zeros(dense[0].shape, dtype=torch.float64)
+    for vector, keep, weight in zip(dense, keeps, weights, strict=True):
+        acc.add_(vector.to(torch.float64) * keep, alpha=float(weight))
+        votes.add_(keep.to(torch.float64), alpha=float(weight))
+    values = torch.where(votes > 0, acc / votes.clamp_min(1e-300), 0.0)
+    return values.to(torch.float32), votes

@@ -5,7 +5,7 @@
     offset size field
          0    4 magic "FMAP"
          4    1 version (1)
-         5    1 kind (1 downlink, 2 uplink)
+         5    1 kind (1 downlink, 2 uplink, 3 statistics: per-prunable-weight scores)
          6    1 value dtype (0 float32, 1 float16, 2 bfloat16)
          7    1 flags (1 prune instruction, 2 bootstrap: a mask follows)
          8    4 layout fingerprint (CRC32 of names, shapes, prunability)
@@ -13,7 +13,7 @@
         16    4 mask epoch the values are packed with
         20    4 number of values
         24    8 prune rate (float64; 0 unless flag 1)
-        32    1 prune scope (0 global, 1 layer)
+        32    1 prune scope (0 global, 1 layer, 2 random)
         33    1 mask coding (0 bitmap, 1 Elias-Fano)
         34    4 mask bytes
         38    4 number of training samples (uplink)
@@ -40,7 +40,7 @@ from fedmap.errors import CodecError
 
 MAGIC = b"FMAP"
 VERSION = 1
-DOWNLINK, UPLINK = 1, 2
+DOWNLINK, UPLINK, STATISTICS = 1, 2, 3
 FLAG_PRUNE, FLAG_BOOTSTRAP = 1, 2
 _HEADER = struct.Struct("<4sBBBBIIIIdBBIIfI")
 HEADER_NBYTES = _HEADER.size  # 50
@@ -53,7 +53,7 @@ _DTYPES: dict[str, tuple[int, torch.dtype]] = {
     "bfloat16": (2, torch.bfloat16),
 }
 DTYPE_NAMES: tuple[str, ...] = tuple(_DTYPES)
-_SCOPES = ("global", "layer")
+_SCOPES = ("global", "layer", "random")
 
 
 def itemsize(dtype: str) -> int:
@@ -88,7 +88,7 @@ class Message:
     values: torch.Tensor
     dtype: str = "float32"
     prune: PruneInstruction | None = None
-    mask_bits: np.ndarray | None = None  # bootstrap only: bool over prunable coordinates
+    mask_bits: np.ndarray | None = None  # bool over prunable coordinates (bootstrap, own mask)
     num_samples: int = 0
     train_loss: float = 0.0
 
@@ -175,7 +175,8 @@ def decode(data: bytes, fingerprint: int, num_prunable: int) -> Message:
     if zlib.crc32(data[HEADER_NBYTES:], zlib.crc32(data[:_CRC_OFFSET])) != crc:
         raise CodecError("checksum mismatch: the message was corrupted")
     dtype = _dtype_name(code)
-    if kind not in (DOWNLINK, UPLINK) or flags & ~(FLAG_PRUNE | FLAG_BOOTSTRAP) or scope > 1:
+    bad_flags = flags & ~(FLAG_PRUNE | FLAG_BOOTSTRAP)
+    if kind not in (DOWNLINK, UPLINK, STATISTICS) or bad_flags or scope >= len(_SCOPES):
         raise CodecError(f"bad header fields: kind={kind} flags={flags} scope={scope}")
     if layout_fp != fingerprint:
         raise CodecError(

@@ -9,15 +9,18 @@ first. No thresholds (``|w| < t`` would keep or drop whole groups of ties).
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Literal
 
+import numpy as np
 import torch
 
 from fedmap.core.mask import Mask
 from fedmap.errors import ProtocolError
 
-Scope = Literal["global", "layer"]
-SCOPES: tuple[str, ...] = ("global", "layer")
+Scope = Literal["global", "layer", "random"]
+SCOPES: tuple[str, ...] = ("global", "layer")  # what pruning.scope accepts
+RANDOM = "random"  # the random-pruning control's instruction scope (pruning.method = "random")
 
 
 def num_to_prune(num_kept: int, rate: float) -> int:
@@ -41,7 +44,9 @@ def compute_mask(values: torch.Tensor, mask: Mask, rate: float, scope: Scope = "
         Fraction of the remaining prunable weights to remove (not of all weights).
     scope
         ``"global"`` ranks all prunable tensors together; ``"layer"`` removes ``rate``
-        of each tensor's remaining weights separately.
+        of each tensor's remaining weights separately; ``"random"`` ranks by
+        :func:`random_scores` instead of magnitude (the control of ``pruning.method =
+        "random"``), so every party still derives the same mask.
 
     Returns
     -------
@@ -55,7 +60,9 @@ def compute_mask(values: torch.Tensor, mask: Mask, rate: float, scope: Scope = "
         raise ProtocolError("cannot rank non-finite values for pruning")
     candidates = mask.flat & mask.layout.prunable_flat
     new_flat = mask.flat.clone()
-    if scope == "global":
+    if scope == RANDOM:
+        _prune_candidates(random_scores(values, mask), candidates, rate, new_flat)
+    elif scope == "global":
         _prune_candidates(magnitude, candidates, rate, new_flat)
     elif scope == "layer":
         for i, is_prunable in enumerate(mask.layout.prunable):
@@ -67,13 +74,102 @@ def compute_mask(values: torch.Tensor, mask: Mask, rate: float, scope: Scope = "
     return Mask(mask.layout, new_flat)
 
 
+def random_scores(values: torch.Tensor, mask: Mask) -> torch.Tensor:
+    """Uniform scores every party can recompute, independent of the magnitudes.
+
+    The generator is seeded from the kept values' bytes and their count: every
+    party holds exactly these values (the agreement invariant), so all draw the
+    same scores; two seeds or two steps draw different ones. Ranking by them
+    ignores ``|w|`` entirely, which is the point of the control.
+    """
+    kept = values.detach().to("cpu", torch.float32)[mask.flat].contiguous()
+    seed = [zlib.crc32(kept.numpy().tobytes()), mask.num_kept]
+    scores = np.random.default_rng(seed).random(values.numel(), dtype=np.float32)
+    return torch.from_numpy(scores)
+
+
+def keep_top(scores: torch.Tensor, candidates: torch.Tensor, count: int, base: Mask) -> Mask:
+    """``base`` less ``candidates``, plus the ``count`` candidates with the largest scores.
+
+    Ties go to the lower flat index, as in :func:`compute_mask`. Used where a mask
+    is chosen afresh (one-shot to a size, regrowth, vote counts), not nested.
+    """
+    index = candidates.nonzero().squeeze(1)
+    count = max(0, min(count, index.numel()))
+    flat = base.flat & ~candidates
+    if count:
+        order = torch.sort(-scores[index].to(torch.float64), stable=True).indices
+        flat[index[order[:count]]] = True
+    return Mask(base.layout, flat)
+
+
+def prune_to_density(
+    values: torch.Tensor, mask: Mask, density: float, scope: Scope = "global"
+) -> Mask:
+    """Keep ``round(density * num_prunable)`` weights of ``mask`` by magnitude (a subset of it).
+
+    With ``scope="layer"`` each tensor keeps that share of its own weights. A mask
+    already at or below the density is returned unchanged.
+    """
+    layout = mask.layout
+    if scope == "layer":
+        flat = mask.flat.clone()
+        for i, is_prunable in enumerate(layout.prunable):
+            if is_prunable:
+                part = layout.slice_of(i)
+                kept = int(flat[part].sum())
+                target = math.floor(density * flat[part].numel() + 0.5)
+                if kept > target:
+                    _prune_candidates(
+                        values.detach().abs()[part],
+                        flat[part].clone(),
+                        1.0,
+                        flat[part],
+                        kept - target,
+                    )
+        return Mask(layout, flat)
+    kept = mask.num_kept_prunable
+    target = math.floor(density * layout.num_prunable + 0.5)
+    if kept <= target:
+        return mask
+    new_flat = mask.flat.clone()
+    candidates = mask.flat & layout.prunable_flat
+    _prune_candidates(values.detach().to("cpu").abs(), candidates, 1.0, new_flat, kept - target)
+    return Mask(layout, new_flat)
+
+
 def _prune_candidates(
-    magnitude: torch.Tensor, candidates: torch.Tensor, rate: float, out: torch.Tensor
+    magnitude: torch.Tensor,
+    candidates: torch.Tensor,
+    rate: float,
+    out: torch.Tensor,
+    count: int | None = None,
 ) -> None:
-    """Clear in ``out`` the ``num_to_prune`` smallest candidates (ties: lower index first)."""
+    """Clear in ``out`` the ``num_to_prune`` (or ``count``) smallest candidates.
+
+    Ties go to the lower flat index.
+    """
     index = candidates.nonzero().squeeze(1)  # (n,) ascending flat indices
-    count = num_to_prune(index.numel(), rate)
+    count = num_to_prune(index.numel(), rate) if count is None else min(count, index.numel())
     if count == 0:
         return
-    order = torch.sort(magnitude[index], stable=True).indices  # ties keep index order
-    out[index[order[:count]]] = False
+    out[index[smallest(magnitude[index], count)]] = False
+
+
+def smallest(values: torch.Tensor, count: int) -> torch.Tensor:
+    """Positions of the ``count`` smallest ``values``; among equal values the lower positions.
+
+    Exactly the first ``count`` of a stable ascending sort, found in linear time: the
+    ``count``-th smallest value splits the vector into those strictly below it (all
+    taken) and its ties (taken in position order until ``count`` is reached).
+    """
+    if count <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    if count >= values.numel():
+        return torch.arange(values.numel())
+    kth = torch.kthvalue(values, count).values
+    chosen = values < kth
+    missing = count - int(chosen.sum())
+    ties = (values == kth).nonzero().squeeze(1)[:missing]
+    chosen[ties] = True
+    return chosen.nonzero().squeeze(1)

@@ -25,16 +25,23 @@ class RoundConfig:
     round: int
     seed: int
     train: TrainConfig
+    gradients: bool = False  # also return dense gradient statistics (FedDST, PruneFL rounds)
 
 
 @dataclass(frozen=True)
 class ClientResult:
-    """A trained client: its packed kept values (CPU float32), sample count and mean loss."""
+    """A trained client: its packed kept values (CPU float32), sample count and mean loss.
+
+    ``grad_mean`` and ``grad_sq`` (canonical dense CPU vectors) are filled only when
+    the round asked for gradients: see :func:`fedmap.client.train.gradient_stats`.
+    """
 
     client_id: int
     packed: torch.Tensor
     num_samples: int
     train_loss: float
+    grad_mean: torch.Tensor | None = None
+    grad_sq: torch.Tensor | None = None
 
 
 class Engine(Protocol):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedmap.client.train import load_values, train_local
+from fedmap.client.train import gradient_stats, load_values, train_local
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pack, pruned_multipliers
 from fedmap.engines.base import ClientResult, RoundConfig, client_seed, start_values
@@ -92,8 +92,14 @@ class SequentialEngine:
                 loss = train_local(model, masks, x, y, round_cfg.train, generator)
         else:
             loss = train_local(model, masks, x, y, round_cfg.train, generator)
-        trained = self.layout.flatten(model.state_dict())
-        return ClientResult(client, pack(trained, mask), len(index), loss)
+        state = model.state_dict()
+        trained = self.layout.flatten(state)
+        if not round_cfg.gradients:
+            return ClientResult(client, pack(trained, mask), len(index), loss)
+        mean, squares = gradient_stats(model, x, y, round_cfg.train.batch_size)
+        grad_mean = self.layout.flatten({**state, **mean})  # buffers: their values, unused
+        grad_sq = self.layout.flatten({**state, **squares})
+        return ClientResult(client, pack(trained, mask), len(index), loss, grad_mean, grad_sq)
 
     def prunable_masks(self, mask: Mask) -> dict[str, torch.Tensor]:
         """0/1 float multipliers for the pruned parameters, cached per mask object."""

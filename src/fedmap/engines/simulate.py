@@ -16,6 +16,7 @@ between rounds, so a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedmap.client.protocol import ClientState, encode_reply, receive_downlink
+from fedmap.client.protocol import ClientState, encode_reply, encode_statistics, receive_downlink
+from fedmap.client.rules import finish_client
 from fedmap.client.train import TrainConfig
 from fedmap.core.codec import Message
 from fedmap.core.ledger import LedgerEntry, RoundBytes, ledger_entry, sum_entries
@@ -85,10 +87,18 @@ class RoundRecord:
 
 
 def sample_clients(
-    num_clients: int, fraction: float, seed: int, round: int, attempt: int = 0
+    num_clients: int,
+    fraction: float,
+    seed: int,
+    round: int,
+    attempt: int = 0,
+    count: int | None = None,
 ) -> list[int]:
-    """``max(1, round(fraction * num_clients))`` distinct clients, fixed by seed, round, attempt."""
-    count = cohort_size(num_clients, fraction)
+    """``max(1, round(fraction * num_clients))`` (or ``count``) distinct clients.
+
+    Fixed by seed, round and attempt.
+    """
+    count = cohort_size(num_clients, fraction) if count is None else min(count, num_clients)
     key = [seed, round, 0x5A] if attempt == 0 else [seed, round, 0x5A, attempt]
     rng = np.random.default_rng(key)
     return sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False))
@@ -169,8 +179,9 @@ class Simulation:
         kinds = ("sampled", "bootstraps", "rejected", "dropped", "late", "discarded")
         counts = dict.fromkeys(kinds, 0)
         sim_time = 0.0
+        size = server.strategy.cohort_size(rnd)
         for attempt in range(faults.max_attempts):
-            cohort = sample_clients(self.num_clients, self.fraction, self.seed, rnd, attempt)
+            cohort = sample_clients(self.num_clients, self.fraction, self.seed, rnd, attempt, size)
             fates = client_fates(faults, self.seed, rnd, attempt, cohort)
             sim_time += round_duration(list(fates.values()), faults.deadline_s)
             counts["sampled"] += len(cohort)
@@ -283,42 +294,66 @@ class Simulation:
                 )
                 continue
             participants.append(client)
-        model = server.model
+        model, task = server.model, server.plan.task if server.plan else None
         start = pack(model.values, model.mask)
+        gradients = task is not None and task.needs_gradients
+        round_cfg = RoundConfig(rnd, self.seed, self.train, gradients=gradients)
         results = (
-            self.engine.train_cohort(  # 2. local training
-                start, model.mask, participants, RoundConfig(rnd, self.seed, self.train)
-            )
+            self.engine.train_cohort(start, model.mask, participants, round_cfg)  # 2. training
             if participants
             else []
         )
         sent: list[tuple[int, bytes]] = []
+        statistics: dict[int, bytes] = {}
         results.reverse()  # popped from the end: each trained model is freed once encoded
         while results:  # 3. uplinks: encoded and priced
             result = results.pop()
             packed = result.packed.float()
             if result.client_id in faults.attackers:
                 packed = attack_update(packed, start, faults.attack, faults.attack_scale)
+            update = finish_client(task, packed, model.mask, result.grad_mean, result.grad_sq)
+            state = self.states[result.client_id]
             encoded = encode_reply(
-                packed,
-                self.states[result.client_id],
+                update.packed,
+                state,
                 round=rnd,
                 num_samples=result.num_samples,
                 train_loss=result.train_loss,
                 dtype=dtype,
                 layout=layout,
+                own_mask=update.mask if update.own_mask else None,
             )
-            ledger.append(
-                ledger_entry(
-                    encoded,
-                    round=rnd,
-                    client=result.client_id,
-                    direction="up",
-                    mask=model.mask,
-                    dtype=dtype,
-                )
+            entry = ledger_entry(
+                encoded,
+                round=rnd,
+                client=result.client_id,
+                direction="up",
+                mask=update.mask,
+                dtype=dtype,
             )
+            ledger.append(entry)
             sent.append((result.client_id, encoded.data))
+            if update.importance is not None:  # PruneFL: a second message, priced as well
+                stats = encode_statistics(
+                    update.importance,
+                    state,
+                    round=rnd,
+                    num_samples=result.num_samples,
+                    layout=layout,
+                )
+                ledger.append(
+                    dataclasses.replace(
+                        entry,
+                        header=stats.header_nbytes,
+                        mask=0,
+                        values=stats.values_nbytes,
+                        total=len(stats.data),
+                        dense=len(stats.data),  # scores for every weight: dense by nature
+                        bitmap=len(stats.data),
+                        coo=len(stats.data),
+                    )
+                )
+                statistics[result.client_id] = stats.data
         if self.intruder is not None:
             sent += self.intruder(rnd, list(sent))
         accepted = []
@@ -330,6 +365,12 @@ class Simulation:
             except UpdateRejected as error:
                 counts["rejected"] += 1
                 events.append(Event(rnd, attempt, client, "rejected", str(error)))
+                continue
+            if client in statistics:
+                try:
+                    server.read_statistics(statistics.pop(client), client)
+                except UpdateRejected as error:  # the update stands; only its scores are lost
+                    events.append(Event(rnd, attempt, client, "rejected", str(error)))
         screening = server.screen(accepted)  # 5. the cohort-level norm screen
         for client, reason in screening.rejected:
             counts["rejected"] += 1

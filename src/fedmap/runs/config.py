@@ -23,7 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-METHODS = ("fedmap", "none")
+METHODS = ("fedmap", "none", "local", "oneshot", "gradual", "random", "prunefl", "feddst")
+MASK_MERGING_METHODS = ("local", "feddst")  # replies carry their own masks: mean only
 ENGINES = ("sequential", "vectorized")
 
 
@@ -273,6 +274,12 @@ def validate(config: Config) -> None:
             "a number in [0, 1)",
         ),
         ("pruning.scope", p.scope, p.scope in SCOPES, f"one of {SCOPES}"),
+        (
+            "aggregation.rule",
+            config.aggregation.rule,
+            p.method not in MASK_MERGING_METHODS or config.aggregation.rule == "mean",
+            f"'mean' with pruning.method {p.method!r} (its clients send masks of their own)",
+        ),
         ("pruning.trigger", p.trigger, p.trigger in TRIGGERS, f"one of {TRIGGERS}"),
         ("pruning.patience", p.patience, p.patience >= 1, "an integer >= 1"),
         ("pruning.guard_delta", p.guard_delta, p.guard_delta >= 0, "a number >= 0 (inf: no guard)"),

@@ -26,6 +26,7 @@ import fedmap
 from fedmap.client.train import TrainConfig
 from fedmap.core.layout import Layout
 from fedmap.core.ledger import append_csv
+from fedmap.core.prune import RANDOM
 from fedmap.core.schedule import Schedule
 from fedmap.data.datasets import Dataset, check_dataset_available, load_dataset
 from fedmap.data.partition import ClientData, partition_clients, write_partition_csv
@@ -48,7 +49,11 @@ from fedmap.runs.config import Config, dump_toml
 from fedmap.runs.export import save_model
 from fedmap.runs.metrics import MetricsWriter, append_events, metrics_row, read_metrics
 from fedmap.strategies.base import DenseStrategy, Strategy
+from fedmap.strategies.feddst import FedDSTStrategy
 from fedmap.strategies.fedmap import FedMapStrategy
+from fedmap.strategies.gradual import GradualStrategy
+from fedmap.strategies.local import LocalPruningStrategy
+from fedmap.strategies.prunefl import PruneFLStrategy
 from fedmap.strategies.server import Server
 
 # Files that grow by one round at a time; a checkpoint records their lengths.
@@ -129,18 +134,33 @@ def choose_engine(config: Config, model: torch.nn.Module) -> tuple[str, list[str
 def make_strategy(config: Config, initial_values: torch.Tensor) -> Strategy:
     """The strategy named by ``pruning.method``."""
     p = config.pruning
+    schedule = Schedule(
+        p.warmup_rounds,
+        p.rounds_per_step,
+        p.target_sparsity,
+        p.trigger,
+        p.patience,
+        p.guard_delta,
+    )
+    rewind = initial_values if p.rewind else None
     if p.method == "none":
         return DenseStrategy()
     if p.method == "fedmap":
-        schedule = Schedule(
-            p.warmup_rounds,
-            p.rounds_per_step,
-            p.target_sparsity,
-            p.trigger,
-            p.patience,
-            p.guard_delta,
+        return FedMapStrategy(schedule, p.rate, p.scope, rewind)
+    if p.method == "random":  # FedMap's schedule, random instead of magnitude ranking
+        return FedMapStrategy(schedule, p.rate, RANDOM, rewind, name="random")
+    if p.method == "oneshot":  # one step after the warm-up, straight to the target
+        return FedMapStrategy(schedule, p.target_sparsity, p.scope, rewind, name="oneshot")
+    if p.method == "gradual":
+        return GradualStrategy(schedule, p.rate, p.scope, rewind)
+    if p.method == "local":
+        return LocalPruningStrategy(p.warmup_rounds, p.rounds_per_step, p.rate, p.target_sparsity)
+    if p.method == "prunefl":
+        return PruneFLStrategy(p.target_sparsity, p.rounds_per_step)
+    if p.method == "feddst":
+        return FedDSTStrategy(
+            p.target_sparsity, p.rate, p.rounds_per_step, config.rounds, config.seed
         )
-        return FedMapStrategy(schedule, p.rate, p.scope, initial_values if p.rewind else None)
     raise ConfigError(f"pruning.method: {p.method!r} is not implemented")
 
 
@@ -238,6 +258,8 @@ def run(
         writer.close()
     summary = summarise(read_metrics(run_dir), experiment, simulation.wall_s)
     server = simulation.server
+    final = simulation.evaluator.evaluate(server.model.values)  # the final model, per client
+    write_client_accuracy(run_dir / "client_accuracy.csv", final.client_accuracy)
     save_model(
         run_dir / "model.safetensors",
         server.model.values,
@@ -251,6 +273,12 @@ def run(
     )
     write_atomic(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def write_client_accuracy(path: Path, accuracy: torch.Tensor) -> None:
+    """The final model's accuracy on each client's local test split (the stability claim)."""
+    lines = ["client,accuracy"] + [f"{i},{float(a):.6f}" for i, a in enumerate(accuracy)]
+    write_atomic(path, ("\n".join(lines) + "\n").encode())
 
 
 def config_digest(config: Config) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from fedmap.client.rules import ClientTask
 from fedmap.core.codec import PruneInstruction
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask
@@ -53,6 +54,30 @@ class Strategy(ABC):
 
     def observe(self, round: int, model: GlobalModel, val_accuracy: float) -> None:  # noqa: B027
         """Take the validation accuracy of ``model`` at the end of ``round`` (default: ignore)."""
+
+    def client_task(self, round: int) -> ClientTask | None:
+        """Extra work the clients of ``round`` do before replying (default: none, FedMap's way)."""
+        return None
+
+    def cohort_size(self, round: int) -> int | None:
+        """Clients to sample in ``round`` instead of ``fraction`` of them (default: no change)."""
+        return None
+
+    def merge(
+        self, round: int, model: GlobalModel, values: torch.Tensor, votes: torch.Tensor
+    ) -> Mask:
+        """The mask after a round whose replies carried their own masks.
+
+        ``values`` is the per-coordinate mean over the clients that kept each
+        coordinate and ``votes`` their summed weights. Default: the union of the
+        clients' masks (client-local pruning), so a weight one client pruned comes
+        back if another kept it.
+        """
+        layout = model.mask.layout
+        return Mask(layout, ~layout.prunable_flat | (votes > 0))
+
+    def observe_statistics(self, round: int, importance: torch.Tensor) -> None:  # noqa: B027
+        """Take the clients' sample-weighted mean statistics of ``round`` (default: ignore)."""
 
     @property
     def iteration(self) -> int:

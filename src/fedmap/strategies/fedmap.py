@@ -41,6 +41,9 @@ class FedMapStrategy(Strategy):
         ``"global"`` (one ranking across tensors) or ``"layer"``.
     initial_values
         The model at round 0; given, kept weights are rewound to it after each step.
+    name
+        The method this instance runs: ``"random"`` (scope ``"random"``) and
+        ``"oneshot"`` (rate = target) are FedMap's loop with one setting changed.
     """
 
     name = "fedmap"
@@ -51,7 +54,9 @@ class FedMapStrategy(Strategy):
         rate: float,
         scope: str = "global",
         initial_values: torch.Tensor | None = None,
+        name: str = "fedmap",
     ) -> None:
+        self.name = name
         self.schedule = schedule
         self.rate = rate
         self.scope = scope
@@ -73,11 +78,21 @@ class FedMapStrategy(Strategy):
             return Step(mask=mask, reset_values=values)
         if not decision.prune:
             return Step()
-        mask = compute_mask(model.values, model.mask, self.rate, self.scope)  # type: ignore[arg-type]
+        rate = self.step_rate(self.state.steps + 1, model.mask.sparsity)
+        if rate is None:
+            return Step()
+        mask = compute_mask(model.values, model.mask, rate, self.scope)  # type: ignore[arg-type]
         self.state = after_prune(self.state, round)
         if self.initial_values is not None:
             return Step(mask=mask, reset_values=self.initial_values.masked_fill(~mask.flat, 0.0))
-        return Step(prune=PruneInstruction(self.rate, self.scope), mask=mask)
+        return Step(prune=PruneInstruction(rate, self.scope), mask=mask)
+
+    def step_rate(self, step: int, sparsity: float) -> float | None:
+        """Share of the remaining weights step number ``step`` removes (``None``: no step).
+
+        FedMap removes the same share every time; the gradual baseline overrides this.
+        """
+        return self.rate
 
     def observe(self, round: int, model: GlobalModel, val_accuracy: float) -> None:
         """Score the current mask; remember the best model within the guard's tolerance."""

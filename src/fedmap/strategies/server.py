@@ -16,9 +16,11 @@ from typing import Any
 
 import torch
 
-from fedmap.core.aggregate import aggregate
+from fedmap.client.rules import ClientTask
+from fedmap.core.aggregate import aggregate, masked_mean, weighted_mean
 from fedmap.core.codec import (
     DOWNLINK,
+    STATISTICS,
     UPLINK,
     Encoded,
     Message,
@@ -45,8 +47,10 @@ class RoundPlan:
     in_step_mask: Mask  # the mask in-step values are packed with (the old one on a prune round)
     prune: PruneInstruction | None
     pruned: bool  # the mask changed at the start of this round
+    task: ClientTask | None = None  # the clients' extra work this round (baselines)
     expected: set[int] = field(default_factory=set)  # clients sent a downlink this round
     replied: set[int] = field(default_factory=set)  # clients whose reply was accepted
+    statistics: dict[int, Message] = field(default_factory=dict)  # accepted statistics
     _cache: dict[str, tuple[Encoded, Mask]] = field(default_factory=dict, repr=False)
 
 
@@ -114,6 +118,7 @@ class Server:
             self.plan._cache["in_step"] = (self._encode_values(model, step.prune), model.mask)
         else:
             self.plan = RoundPlan(round, model.epoch, model.mask, None, pruned=False)
+        self.plan.task = self.strategy.client_task(round)
         return self.plan
 
     def downlink(self, client_epoch: int, client: int | None = None) -> tuple[Encoded, Mask]:
@@ -157,18 +162,24 @@ class Server:
             message = decode(data, self.layout.fingerprint, self.layout.num_prunable)
         except CodecError as error:
             raise UpdateRejected(f"undecodable reply: {error}") from error
+        own_mask = plan.task is not None and plan.task.sends_mask
+        if message.mask_bits is not None and not own_mask:
+            raise UpdateRejected("reply carries a mask, which this round's method does not send")
+        kept = self.model.mask.num_kept
+        if message.mask_bits is not None:
+            kept = int(message.mask_bits.sum()) + self.layout.numel - self.layout.num_prunable
         expected = {
             "kind": (message.kind, UPLINK),
             "round": (message.round, plan.round),
             "epoch": (message.epoch, self.model.epoch),
             "dtype": (message.dtype, self.dtype),
-            "length": (message.values.numel(), self.model.mask.num_kept),
+            "length": (message.values.numel(), kept),
         }
         for name, (got, want) in expected.items():
             if got != want:
                 raise UpdateRejected(f"reply {name} is {got!r}, expected {want!r}")
-        if message.prune is not None or message.mask_bits is not None:
-            raise UpdateRejected("reply carries a prune instruction or a mask (downlink only)")
+        if message.prune is not None:
+            raise UpdateRejected("reply carries a prune instruction (downlink only)")
         if message.num_samples <= 0:
             raise UpdateRejected(f"reply reports {message.num_samples} training samples")
         if not bool(torch.isfinite(message.values).all()) or not math.isfinite(message.train_loss):
@@ -180,11 +191,42 @@ class Server:
         plan.replied.add(client)
         return message
 
+    def read_statistics(self, data: bytes, client: int) -> Message:
+        """Decode and validate ``client``'s statistics message (PruneFL's importance).
+
+        Accepted only from a client whose reply this round was accepted, once, when
+        the round asked for them; one scalar per prunable weight, finite, >= 0.
+        """
+        plan = self.plan
+        if plan is None:
+            raise UpdateRejected("no round in progress")
+        if plan.task is None or not plan.task.importance:
+            raise UpdateRejected("statistics sent in a round that did not ask for them")
+        try:
+            message = decode(data, self.layout.fingerprint, self.layout.num_prunable)
+        except CodecError as error:
+            raise UpdateRejected(f"undecodable statistics: {error}") from error
+        expected = {
+            "kind": (message.kind, STATISTICS),
+            "round": (message.round, plan.round),
+            "length": (message.values.numel(), self.layout.num_prunable),
+        }
+        for name, (got, want) in expected.items():
+            if got != want:
+                raise UpdateRejected(f"statistics {name} is {got!r}, expected {want!r}")
+        if not bool(torch.isfinite(message.values).all()) or bool((message.values < 0).any()):
+            raise UpdateRejected("statistics contain NaN, Inf or negative values")
+        if client not in plan.replied or client in plan.statistics:
+            raise UpdateRejected(f"statistics from client {client} without an accepted reply")
+        plan.statistics[client] = message
+        return message
+
     def discard_replies(self) -> None:
         """Forget this attempt's accepted replies (the round is retried with a fresh sample)."""
         plan = self._current_plan()
         plan.replied.clear()
         plan.expected.clear()
+        plan.statistics.clear()
 
     def screen(self, replies: list[tuple[int, Message]]) -> Screening:
         """Refuse updates far outside the cohort's; cap sample counts far above it.
@@ -201,8 +243,10 @@ class Server:
         """
         if not math.isfinite(self.norm_threshold) or len(replies) < MIN_COHORT_FOR_NORM_SCREEN:
             return Screening(list(replies), [], [])
-        start = pack(self.model.values, self.model.mask).double()
-        norms = [float(torch.linalg.vector_norm(m.values.double() - start)) for _, m in replies]
+        start = self.model.values.double()
+        norms = [
+            float(torch.linalg.vector_norm(self.dense(m).double() - start)) for _, m in replies
+        ]
         floor = NORM_FLOOR * float(torch.linalg.vector_norm(start))
         limit = self.norm_threshold * max(statistics.median(norms), floor)
         most = max(
@@ -213,6 +257,8 @@ class Server:
         for (client, message), norm in zip(replies, norms, strict=True):
             if norm > limit:
                 rejected.append((client, f"update norm {norm:.4g} exceeds {limit:.4g}"))
+                if self.plan is not None:
+                    self.plan.statistics.pop(client, None)
                 continue
             if message.num_samples > most:
                 capped.append((client, f"sample count {message.num_samples} capped to {most}"))
@@ -220,10 +266,34 @@ class Server:
             accepted.append((client, message))
         return Screening(accepted, rejected, capped)
 
+    def dense(self, message: Message) -> torch.Tensor:
+        """A reply's values as a canonical vector (its own mask, or the model's)."""
+        return unpack(message.values, self.reply_mask(message))
+
+    def reply_mask(self, message: Message) -> Mask:
+        """The mask a validated reply's values are packed with."""
+        if message.mask_bits is None:
+            return self.model.mask
+        return Mask.from_prunable_bits(self.layout, torch.from_numpy(message.mask_bits))
+
     def finish_round(self, replies: list[Message]) -> None:
-        """Aggregate validated replies into the global model (kept in the transport dtype)."""
-        self.plan = None  # the round is closed: late replies find no round to join
+        """Aggregate validated replies into the global model (kept in the transport dtype).
+
+        Replies that carry their own masks (client-local pruning, FedDST) are
+        averaged per coordinate over the clients that kept it, and the strategy
+        chooses the new mask from the result; a changed mask opens a new epoch, so
+        every client receives it with the next round's bootstrap. Statistics of the
+        accepted clients reach the strategy as one sample-weighted mean.
+        """
+        plan, self.plan = self.plan, None  # the round is closed: late replies find no round
         if not replies:
+            return
+        if plan is not None and plan.statistics:
+            stats = list(plan.statistics.values())
+            mean = weighted_mean([m.values for m in stats], [m.num_samples for m in stats])
+            self.strategy.observe_statistics(plan.round, mean)
+        if any(m.mask_bits is not None for m in replies):
+            self._merge([m for m in replies], plan.round if plan else 0)
             return
         packed = aggregate(
             [m.values for m in replies],
@@ -233,6 +303,19 @@ class Server:
         )
         values = quantize(unpack(packed, self.model.mask), self.dtype)
         self.model = GlobalModel(values, self.model.mask, self.model.epoch)
+
+    def _merge(self, replies: list[Message], round: int) -> None:
+        """Per-coordinate FedAvg over the clients' own masks; the strategy picks the new mask."""
+        masks = [self.reply_mask(m).flat for m in replies]
+        values, votes = masked_mean(
+            [self.dense(m) for m in replies], masks, [m.num_samples for m in replies]
+        )
+        mask = self.strategy.merge(round, self.model, values, votes)
+        values = quantize(values.masked_fill(~mask.flat, 0.0), self.dtype)
+        epoch = self.model.epoch if mask.same_as(self.model.mask) else self.model.epoch + 1
+        self.model = GlobalModel(
+            values, mask if epoch != self.model.epoch else self.model.mask, epoch
+        )
 
     def observe(self, round: int, val_accuracy: float) -> None:
         """Pass the end-of-round validation accuracy to the strategy."""

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Regenerate docs/results.md: the paper-claims grid (benchmarks/paper_claims.toml, 348 runs of
+# 80 rounds on Fashion-MNIST) through `fedmap sweep`, then `fedmap report` and the claims.
+# Hours on a CPU (about 6 min per run on 2 cores), roughly 1-2 h on one H100/H200 with
+# PARALLEL=12. Finished runs are skipped: stop it at any time and run it again to continue.
+#
+#   bash benchmarks/paper_claims.sh                 # PARALLEL=2 by default
+#   PARALLEL=12 bash benchmarks/paper_claims.sh --set data.path=/data/fashion-mnist
+#   bash benchmarks/paper_claims.sh --only 'target_sparsity0.9-*'   # a part of the grid
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-benchmarks/out/paper_claims}
+started=$(date +%s)
+status=0
+"$PY" -m fedmap sweep benchmarks/paper_claims.toml --out "$OUT" --parallel "${PARALLEL:-2}" "$@" \
+  || status=$?
+elapsed=$(( $(date +%s) - started ))
+echo "sweep took $(( elapsed / 60 )) min $(( elapsed % 60 )) s (exit $status)"
+"$PY" benchmarks/claims.py --runs "$OUT" --elapsed "$elapsed"
+exit "$status"

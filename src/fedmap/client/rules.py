@@ -1,0 +1,119 @@
+"""What a client does to its trained model before replying, for the methods that need it.
+
+FedMap's clients send their kept values and nothing else. The baselines it is
+judged against do more on the client: client-local pruning prunes each client's
+own model (so every client sends its own mask), FedDST drops and regrows weights
+on the client (a new mask per client), PruneFL asks for the squared gradients of
+every weight. The server names the work in a :class:`ClientTask`; this module does
+it, the same way in the simulator and in any other front door.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from fedmap.core.mask import Mask, pack
+from fedmap.core.prune import prune_to_density
+
+
+@dataclass(frozen=True)
+class ClientTask:
+    """The extra work of one round's clients (``None`` everywhere: FedMap's plain reply).
+
+    Parameters
+    ----------
+    prune_to
+        Client-local pruning: prune the trained model by magnitude, within the
+        received mask, to this density of the prunable weights, and send that mask.
+    regrow
+        FedDST: drop this fraction of each tensor's kept weights (smallest ``|w|``)
+        and regrow as many where the dense gradient is largest; send the new mask.
+    importance
+        PruneFL: also send the summed squared gradients of every prunable weight.
+    """
+
+    prune_to: float | None = None
+    regrow: float = 0.0
+    importance: bool = False
+
+    @property
+    def needs_gradients(self) -> bool:
+        """Whether the engine must return dense gradient statistics."""
+        return self.regrow > 0 or self.importance
+
+    @property
+    def sends_mask(self) -> bool:
+        """Whether the reply carries the client's own mask."""
+        return self.prune_to is not None or self.regrow > 0
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """What the client sends: values packed with ``mask``; ``own_mask`` when it must travel."""
+
+    packed: torch.Tensor
+    mask: Mask
+    own_mask: bool
+    importance: torch.Tensor | None = None  # (num_prunable,) summed squared gradients
+
+
+def finish_client(
+    task: ClientTask | None,
+    packed: torch.Tensor,
+    mask: Mask,
+    grad_mean: torch.Tensor | None = None,
+    grad_sq: torch.Tensor | None = None,
+) -> ClientUpdate:
+    """Apply ``task`` to a trained model (``packed`` with the received ``mask``)."""
+    if task is None or not (task.sends_mask or task.importance):
+        return ClientUpdate(packed, mask, own_mask=False)
+    if task.needs_gradients and (grad_mean is None or grad_sq is None):
+        raise ValueError("this round's client task needs the engine's gradient statistics")
+    values = torch.zeros(mask.layout.numel, dtype=torch.float32)
+    values[mask.flat] = packed.to(torch.float32)
+    own = mask
+    if task.prune_to is not None:
+        own = prune_to_density(values, own, task.prune_to)
+    if task.regrow > 0:
+        assert grad_mean is not None
+        own = drop_and_regrow(values, grad_mean, own, task.regrow)
+    importance = None
+    if task.importance:
+        assert grad_sq is not None
+        importance = grad_sq[mask.layout.prunable_flat].to(torch.float32)
+    values = values.masked_fill(~own.flat, 0.0)  # regrown weights start from 0.0
+    return ClientUpdate(pack(values, own), own, own_mask=task.sends_mask, importance=importance)
+
+
+def drop_and_regrow(
+    values: torch.Tensor, gradient: torch.Tensor, mask: Mask, fraction: float
+) -> Mask:
+    """RigL's step per tensor, as FedDST runs it on each client.
+
+    In every prunable tensor, drop ``round(fraction * kept)`` kept weights with the
+    smallest ``|w|``, then grow as many among the weights not kept after the drop
+    where ``|gradient|`` is largest (ties: lower index). Each tensor keeps its count,
+    so the density is unchanged and the layer-wise distribution too.
+    """
+    layout = mask.layout
+    flat = mask.flat.clone()
+    magnitude = values.detach().abs()
+    grad = gradient.detach().abs().to(torch.float64)
+    for i, is_prunable in enumerate(layout.prunable):
+        if not is_prunable:
+            continue
+        part = layout.slice_of(i)
+        keep = flat[part]
+        kept_index = keep.nonzero().squeeze(1)
+        count = min(math.floor(fraction * kept_index.numel() + 0.5), int((~keep).sum()))
+        if count == 0:
+            continue
+        order = torch.sort(magnitude[part][kept_index], stable=True).indices
+        keep[kept_index[order[:count]]] = False
+        free = (~keep).nonzero().squeeze(1)
+        grow = torch.sort(-grad[part][free], stable=True).indices[:count]
+        keep[free[grow]] = True
+    return Mask(layout, flat)

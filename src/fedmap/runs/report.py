@@ -1,0 +1,312 @@
+"""``fedmap report``: many run directories -> one readable comparison (Markdown + HTML + PNG).
+
+Runs are grouped by data setting (partition and its parameter), method and target
+sparsity; seeds are the repetitions, shown as mean ± std. Dense FedAvg has no
+target: it is the reference every target of its setting is compared with. The
+figures are drawn by :mod:`fedmap.runs.report_plots`.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedmap.errors import ConfigError
+from fedmap.runs.config import tomllib
+from fedmap.runs.metrics import read_metrics
+
+METHOD_LABELS = {
+    "fedmap": "FedMap",
+    "none": "dense FedAvg",
+    "local": "client-local",
+    "oneshot": "one-shot",
+    "gradual": "gradual (cubic)",
+    "random": "random",
+    "prunefl": "PruneFL",
+    "feddst": "FedDST",
+}
+METHOD_ORDER = tuple(METHOD_LABELS)
+WITHIN_POINTS = 1.0  # "within 1 accuracy point of dense"
+
+
+@dataclass(frozen=True)
+class RunData:
+    """One finished run directory, read."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+    client_accuracy: list[float]
+    partition: list[list[int]]  # per client: label counts (train)
+
+    @property
+    def method(self) -> str:
+        """``pruning.method``."""
+        return str(self.config.get("pruning", {}).get("method", "fedmap"))
+
+    @property
+    def target(self) -> float | None:
+        """Target sparsity; None for dense FedAvg."""
+        if self.method == "none":
+            return None
+        return float(self.config.get("pruning", {}).get("target_sparsity", math.nan))
+
+    @property
+    def seed(self) -> int:
+        """Run seed."""
+        return int(self.config.get("seed", 0))
+
+    @property
+    def setting(self) -> str:
+        """The data setting, e.g. ``IID`` or ``Dirichlet(0.5)``."""
+        data = self.config.get("data", {})
+        partition = data.get("partition", "iid")
+        if partition == "dirichlet":
+            label = f"Dirichlet({data.get('alpha')})"
+        elif partition == "pathological":
+            label = f"pathological({data.get('classes_per_client')} classes)"
+        else:
+            label = "IID"
+        return f"{data.get('name', '')} {label}".strip()
+
+
+@dataclass
+class Group:
+    """The seeds of one (setting, method, target)."""
+
+    setting: str
+    method: str
+    target: float | None
+    runs: list[RunData]
+
+    def values(self, key: str) -> list[float]:
+        """``key`` of each run's summary."""
+        return [float(r.summary[key]) for r in self.runs]
+
+
+def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """Finished run directories under ``paths`` (a run, or a folder of runs), and warnings."""
+    found: list[Path] = []
+    warnings: list[str] = []
+    for path in paths:
+        if not path.is_dir():
+            raise ConfigError(f"report: {path} is not a directory")
+        if (path / "summary.json").is_file():
+            found.append(path)
+            continue
+        children = sorted(p for p in path.iterdir() if (p / "config.toml").is_file())
+        if not children:
+            raise ConfigError(f"report: {path} holds no run directory (no config.toml)")
+        for child in children:
+            if (child / "summary.json").is_file():
+                found.append(child)
+            else:
+                warnings.append(f"{child}: unfinished (no summary.json), left out")
+    return found, warnings
+
+
+def load_run(path: Path) -> RunData:
+    """Read one finished run directory."""
+    config = tomllib.loads((path / "config.toml").read_text())
+    summary = json.loads((path / "summary.json").read_text())
+    rows = read_metrics(path)
+    clients: list[float] = []
+    if (path / "client_accuracy.csv").is_file():
+        with (path / "client_accuracy.csv").open() as stream:
+            clients = [float(r["accuracy"]) for r in csv.DictReader(stream)]
+    partition: list[list[int]] = []
+    if (path / "partition.csv").is_file():
+        with (path / "partition.csv").open() as stream:
+            for row in csv.DictReader(stream):
+                partition.append([int(v) for k, v in row.items() if k.startswith("label_")])
+    return RunData(path, config, summary, rows, clients, partition)
+
+
+def group_runs(runs: list[RunData]) -> list[Group]:
+    """Groups in a stable order: setting, target, then the method order of the table."""
+    groups: dict[tuple[str, str, float | None], Group] = {}
+    for run in runs:
+        key = (run.setting, run.method, run.target)
+        groups.setdefault(key, Group(*key, runs=[])).runs.append(run)
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return sorted(
+        groups.values(),
+        key=lambda g: (
+            g.setting,
+            -1.0 if g.target is None else g.target,
+            rank.get(g.method, 99),
+            g.method,
+        ),
+    )
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± std`` of ``values * scale`` (no ± for one value)."""
+    mean, std = mean_std([v * scale for v in values])
+    if len(values) == 1:
+        return f"{mean:,.{digits}f}"
+    return f"{mean:,.{digits}f} ± {std:,.{digits}f}"
+
+
+def client_std(group: Group) -> list[float]:
+    """Per run: the std over clients of the final model's local accuracy."""
+    return [statistics.pstdev(r.client_accuracy) for r in group.runs if r.client_accuracy]
+
+
+def table_rows(groups: list[Group]) -> list[dict[str, str]]:
+    """One row per group, formatted for both Markdown and HTML."""
+    dense = {g.setting: g for g in groups if g.method == "none"}
+    rows = []
+    for g in groups:
+        reference = dense.get(g.setting)
+        gap = ""
+        if reference is not None:
+            diff = (
+                mean_std(g.values("final_test_accuracy"))[0]
+                - mean_std(reference.values("final_test_accuracy"))[0]
+            )
+            gap = f"{diff * 100:+.2f}"
+        rows.append(
+            {
+                "setting": g.setting,
+                "target": "—" if g.target is None else f"{g.target * 100:.0f} %",
+                "method": METHOD_LABELS.get(g.method, g.method),
+                "seeds": str(len(g.runs)),
+                "final sparsity %": fmt(g.values("final_sparsity"), digits=1),
+                "final acc %": fmt(g.values("final_test_accuracy")),
+                "vs dense (points)": gap,
+                "best acc %": fmt(g.values("best_test_accuracy")),
+                "client acc std (points)": fmt(client_std(g)),
+                "total MB": fmt(g.values("bytes_total"), scale=1e-6, digits=0),
+                "bytes vs dense %": fmt(g.values("bytes_ratio_vs_dense"), digits=1),
+                "wall s": fmt(g.values("wall_s"), scale=1.0, digits=0),
+            }
+        )
+    return rows
+
+
+def best_within(groups: list[Group]) -> list[dict[str, str]]:
+    """Per setting and method: the highest sparsity whose final accuracy is within a point."""
+    dense = {
+        g.setting: mean_std(g.values("final_test_accuracy"))[0]
+        for g in groups
+        if g.method == "none"
+    }
+    best: dict[tuple[str, str], float] = defaultdict(lambda: -1.0)
+    for g in groups:
+        if g.setting not in dense or g.method == "none":
+            continue
+        acc = mean_std(g.values("final_test_accuracy"))[0]
+        sparsity = mean_std(g.values("final_sparsity"))[0]
+        best.setdefault((g.setting, g.method), -1.0)
+        if (dense[g.setting] - acc) * 100 <= WITHIN_POINTS:
+            best[(g.setting, g.method)] = max(best[(g.setting, g.method)], sparsity)
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return [
+        {
+            "setting": setting,
+            "method": METHOD_LABELS.get(method, method),
+            "highest sparsity within 1 point of dense": (
+                "none" if value < 0 else f"{value * 100:.1f} %"
+            ),
+        }
+        for (setting, method), value in sorted(
+            best.items(), key=lambda kv: (kv[0][0], rank.get(kv[0][1], 99))
+        )
+    ]
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    if not rows:
+        return "_no runs_\n"
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def html_table(rows: list[dict[str, str]]) -> str:
+    """The same table as HTML."""
+    if not rows:
+        return "<p>no runs</p>"
+    head = list(rows[0])
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(r[h])}</td>" for h in head) + "</tr>" for r in rows
+    )
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+
+
+FIGURES = (
+    ("accuracy_vs_round.png", "Test accuracy per round (mean over seeds, band: ± std)"),
+    ("density_vs_round.png", "Density of the global model per round"),
+    ("accuracy_vs_bytes.png", "Test accuracy against cumulative bytes on the wire"),
+    ("accuracy_vs_sparsity.png", "Best test accuracy against final sparsity"),
+    ("client_accuracy.png", "Final accuracy on each client's local test split"),
+    ("partition.png", "Label distribution of each client's training data"),
+)
+
+
+def write_report(paths: list[Path], out: Path) -> tuple[Path, list[str]]:
+    """Write ``report.md``, ``report.html`` and the figures into ``out``; return md and warnings."""
+    from fedmap.runs import report_plots
+
+    found, warnings = find_runs(paths)
+    if not found:
+        raise ConfigError("report: no finished run (summary.json) under the given directories")
+    runs = [load_run(p) for p in found]
+    groups = group_runs(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    report_plots.draw_all(groups, out)
+    rows = table_rows(groups)
+    within = best_within(groups)
+    figures = [(name, caption) for name, caption in FIGURES if (out / name).is_file()]
+    sources = sorted({str(r.path.parent if r.path.parent != Path() else r.path) for r in runs})
+    md = [
+        "# fedmap report\n",
+        f"{len(runs)} runs from {', '.join(sources)}. Accuracies in %, mean ± std over seeds; "
+        "'vs dense' is the final accuracy minus dense FedAvg's in the same setting; bytes are "
+        "every encoded message, both directions; 'client acc std' is the spread of the final "
+        "model's accuracy over the clients' local test splits.\n",
+        "## Results\n",
+        markdown_table(rows),
+        "## Highest sparsity within 1 point of dense FedAvg\n",
+        markdown_table(within),
+    ]
+    md += [f"## {caption}\n\n![{caption}]({name})\n" for name, caption in figures]
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(md))
+    figure_html = "".join(
+        f"<figure><img src='{name}' alt='{html.escape(caption)}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for name, caption in figures
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>fedmap report</title>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+        "padding:3px 6px;text-align:right}th{background:#f0f0f0}img{max-width:100%}"
+        "figure{margin:2em 0}</style></head><body><h1>fedmap report</h1>"
+        f"<p>{html.escape(md[1])}</p><h2>Results</h2>{html_table(rows)}"
+        f"<h2>Highest sparsity within 1 point of dense FedAvg</h2>{html_table(within)}"
+        f"{figure_html}</body></html>"
+    )
+    (out / "report.html").write_text(page)
+    return md_path, warnings

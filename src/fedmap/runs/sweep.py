@@ -1,0 +1,279 @@
+"""Sweeps: one base config, a grid of overrides, one run directory per point.
+
+A sweep file names a base experiment, fixed overrides (``[set]``) and a grid
+(``[grid]``): each grid key is a config key with a list of values, or a list of
+tables that set several keys together and carry a ``label`` (a data setting:
+``{label = "dir0.5", "data.partition" = "dirichlet", "data.alpha" = 0.5}``). The
+runs are the cartesian product. Dense FedAvg ignores every pruning key, so its
+points collapse to one run per remaining combination instead of repeating it
+once per target sparsity.
+
+Every point is validated before anything runs. Each run is a separate ``fedmap
+run`` process (its memory is returned when it ends; a crash costs one run), so
+``parallel`` runs proceed at once, each with ``cores / parallel`` torch threads.
+A run whose ``summary.json`` exists is skipped; one interrupted after a checkpoint
+is resumed; one whose recorded config differs from the sweep's is left alone and
+reported, never overwritten.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedmap.errors import ConfigError
+from fedmap.runs.checkpoint import list_checkpoints
+from fedmap.runs.config import Config, apply_override, config_from_dict, dump_toml, tomllib
+
+PRUNING_ONLY_PREFIX = "pruning."  # keys dense FedAvg ignores
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One point of the grid: its directory name, overrides and resolved config."""
+
+    name: str
+    overrides: dict[str, Any]
+    config: Config
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A parsed and validated sweep file."""
+
+    path: Path
+    base: Path
+    out: Path
+    parallel: int
+    runs: list[SweepRun]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What became of one run: ``status`` is finished, skipped, failed or stale."""
+
+    name: str
+    status: str
+    wall_s: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""
+
+
+def load_sweep(
+    path: Path,
+    out: Path | None = None,
+    parallel: int | None = None,
+    overrides: list[str] | None = None,
+    only: list[str] | None = None,
+) -> Sweep:
+    """Read ``path``, expand its grid and validate every run's config (nothing is written).
+
+    ``overrides`` (``key=value``, as ``--set``) apply to every run after ``[set]``;
+    ``only`` keeps the runs whose names match one of its globs.
+    """
+    if not path.is_file():
+        raise ConfigError(f"sweep file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from error
+    unknown = set(raw) - {"base", "out", "parallel", "set", "grid"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown sweep keys {sorted(unknown)}")
+    if "base" not in raw:
+        raise ConfigError(f"{path}: 'base' (the experiment TOML the grid varies) is missing")
+    base = (path.parent / str(raw["base"])).resolve()
+    if not base.is_file():
+        raise ConfigError(f"{path}: base config not found: {base}")
+    chosen_out = out or Path(str(raw.get("out", Path("runs") / path.stem)))
+    workers = parallel if parallel is not None else raw.get("parallel", 1)
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"{path}: parallel must be an integer >= 1, got {workers!r}")
+    fixed = _flatten(raw.get("set", {}), "set")
+    for override in overrides or []:
+        key, sep, _ = override.partition("=")
+        scratch: dict[str, Any] = {}
+        apply_override(scratch, override)
+        fixed[key.strip()] = _flatten(scratch, "--set")[key.strip()]
+    grid = raw.get("grid", {})
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{path}: [grid] must be a table of lists")
+    base_raw = tomllib.loads(base.read_text())
+    runs = expand(base_raw, fixed, grid)
+    if only:
+        runs = [r for r in runs if any(fnmatch.fnmatchcase(r.name, g) for g in only)]
+        if not runs:
+            raise ConfigError(f"--only {only}: no run of {path} matches")
+    return Sweep(path, base, chosen_out, workers, runs)
+
+
+def expand(base_raw: dict[str, Any], fixed: dict[str, Any], grid: dict[str, Any]) -> list[SweepRun]:
+    """The grid's runs in file order, dense duplicates collapsed, each config validated."""
+    axes: list[list[tuple[str, dict[str, Any]]]] = []
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.{key}: expected a non-empty list")
+        axis = []
+        for value in values:
+            if isinstance(value, dict):
+                label = str(value.get("label", "")).strip()
+                if not label:
+                    raise ConfigError(f"grid.{key}: every table needs a 'label'")
+                settings = _flatten({k: v for k, v in value.items() if k != "label"}, key)
+                axis.append((label, settings))
+            else:
+                short = key.rsplit(".", 1)[-1]
+                label = str(value) if key == "pruning.method" else f"{short}{value}"
+                axis.append((label, {key: value}))
+        axes.append(axis)
+    runs: dict[str, SweepRun] = {}
+    for point in itertools.product(*axes) if axes else [()]:
+        overrides = dict(fixed)
+        for _, settings in point:
+            overrides.update(settings)
+        method = overrides.get("pruning.method", base_raw.get("pruning", {}).get("method"))
+        labels = [label for label, settings in point if not _dense_ignores(method, settings)]
+        if method == "none":
+            overrides = {k: v for k, v in overrides.items() if k not in _pruning_axes(point)}
+        name = "-".join(_safe(label) for label in labels) or "run"
+        if name in runs:
+            continue
+        raw = _deep_copy(base_raw)
+        for key, value in overrides.items():
+            apply_override(raw, f"{key}={_toml_literal(value)}")
+        try:
+            config = config_from_dict(raw)
+        except ConfigError as error:
+            raise ConfigError(f"sweep run {name}: {error}") from error
+        runs[name] = SweepRun(name, overrides, config)
+    return list(runs.values())
+
+
+def run_sweep(
+    sweep: Sweep,
+    on_outcome: Callable[[RunOutcome, int, int], None] | None = None,
+    python: str = sys.executable,
+) -> list[RunOutcome]:
+    """Run every unfinished run, ``sweep.parallel`` at a time; outcomes in completion order."""
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    (sweep.out / "configs").mkdir(exist_ok=True)
+    (sweep.out / "logs").mkdir(exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // sweep.parallel)
+    outcomes: list[RunOutcome] = []
+    total = len(sweep.runs)
+
+    def report(outcome: RunOutcome) -> None:
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome, len(outcomes), total)
+
+    pending = []
+    for run in sweep.runs:
+        early = _already_done(sweep, run)
+        if early is not None:
+            report(early)
+        else:
+            pending.append(run)
+    with ThreadPoolExecutor(max_workers=sweep.parallel) as pool:
+        futures = [pool.submit(_run_one, sweep, run, python, threads) for run in pending]
+        for future in as_completed(futures):
+            report(future.result())
+    return outcomes
+
+
+def _already_done(sweep: Sweep, run: SweepRun) -> RunOutcome | None:
+    """Skipped (finished with this config) or stale (finished with another), else None."""
+    run_dir = sweep.out / run.name
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        return None
+    recorded = (run_dir / "config.toml").read_text() if (run_dir / "config.toml").is_file() else ""
+    if recorded != dump_toml(run.config):
+        return RunOutcome(
+            run.name, "stale", detail=f"{run_dir} holds a different config; delete it to rerun"
+        )
+    return RunOutcome(run.name, "skipped", summary=json.loads(summary_path.read_text()))
+
+
+def _run_one(sweep: Sweep, run: SweepRun, python: str, threads: int) -> RunOutcome:
+    """One ``fedmap run`` process (or ``--resume`` after a checkpoint); its log in logs/."""
+    run_dir = sweep.out / run.name
+    config_path = sweep.out / "configs" / f"{run.name}.toml"
+    config_path.write_text(dump_toml(run.config))
+    if list_checkpoints(run_dir):
+        args = ["run", "--resume", str(run_dir), "--quiet"]
+    else:
+        if run_dir.exists():  # started, never checkpointed: nothing worth keeping
+            shutil.rmtree(run_dir)
+        args = ["run", str(config_path), "--out", str(run_dir), "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    started = time.perf_counter()
+    with (sweep.out / "logs" / f"{run.name}.log").open("w") as log:
+        code = subprocess.run(
+            [python, "-m", "fedmap", *args], stdout=log, stderr=subprocess.STDOUT, env=env
+        ).returncode
+    wall = time.perf_counter() - started
+    summary_path = run_dir / "summary.json"
+    if code != 0 or not summary_path.is_file():
+        tail = (sweep.out / "logs" / f"{run.name}.log").read_text().strip().splitlines()[-1:]
+        return RunOutcome(
+            run.name, "failed", wall, detail=f"exit {code}: {tail[0] if tail else 'no output'}"
+        )
+    return RunOutcome(run.name, "finished", wall, summary=json.loads(summary_path.read_text()))
+
+
+def _flatten(table: Any, where: str) -> dict[str, Any]:
+    """``{"data": {"alpha": 0.5}}`` and ``{"data.alpha": 0.5}`` alike -> dotted keys."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table of config keys")
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            for sub, inner in _flatten(value, f"{where}.{key}").items():
+                flat[f"{key}.{sub}"] = inner
+        else:
+            flat[key] = value
+    return flat
+
+
+def _dense_ignores(method: Any, settings: dict[str, Any]) -> bool:
+    """Whether an axis value only sets pruning keys that dense FedAvg ignores."""
+    return method == "none" and all(
+        k.startswith(PRUNING_ONLY_PREFIX) and k != "pruning.method" for k in settings
+    )
+
+
+def _pruning_axes(point: tuple[tuple[str, dict[str, Any]], ...]) -> set[str]:
+    return {
+        k
+        for _, settings in point
+        for k in settings
+        if k.startswith(PRUNING_ONLY_PREFIX) and k != "pruning.method"
+    }
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "._=+" else "_" for c in label)
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}

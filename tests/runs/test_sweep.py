@@ -1,0 +1,223 @@
+"""``fedmap sweep`` and ``fedmap report`` end to end on tiny digits runs, and their parts."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fedmap.cli import app
+from fedmap.errors import ConfigError
+from fedmap.runs.config import dump_toml
+from fedmap.runs.experiment import create_run_dir, prepare
+from fedmap.runs.experiment import run as run_experiment
+from fedmap.runs.sweep import load_sweep
+
+BASE = """
+seed = 0
+rounds = 4
+device = "cpu"
+engine = "vectorized"
+[data]
+name = "digits"
+num_clients = 6
+[model]
+name = "mlp"
+[client]
+fraction = 0.5
+batch_size = 16
+lr = 0.1
+[pruning]
+method = "fedmap"
+warmup_rounds = 1
+rounds_per_step = 1
+rate = 0.3
+target_sparsity = 0.5
+"""
+
+SWEEP = """
+base = "base.toml"
+parallel = 2
+[set]
+"client.momentum" = 0.5
+[grid]
+"pruning.method" = ["fedmap", "none"]
+seed = [0, 1]
+"""
+
+
+def write(folder: Path, sweep: str = SWEEP) -> Path:
+    (folder / "base.toml").write_text(BASE)
+    (folder / "sweep.toml").write_text(sweep)
+    return folder / "sweep.toml"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The CI sweep: 2 methods x 2 seeds through the CLI, then the report."""
+    folder = tmp_path_factory.mktemp("sweep")
+    sweep_file = write(folder)
+    out = folder / "out"
+    runner = CliRunner()
+    first = runner.invoke(app, ["sweep", str(sweep_file), "--out", str(out)])
+    again = runner.invoke(app, ["sweep", str(sweep_file), "--out", str(out)])
+    report = runner.invoke(app, ["report", str(out), "--out", str(folder / "report")])
+    return {"out": out, "first": first, "again": again, "report": report, "folder": folder}
+
+
+def test_the_sweep_runs_every_point_into_its_own_directory(swept):
+    assert swept["first"].exit_code == 0, swept["first"].output
+    out: Path = swept["out"]  # type: ignore[assignment]
+    names = sorted(p.name for p in out.iterdir() if (p / "summary.json").is_file())
+    assert names == ["fedmap-seed0", "fedmap-seed1", "none-seed0", "none-seed1"]
+    summary = json.loads((out / "fedmap-seed1" / "summary.json").read_text())
+    assert summary["method"] == "fedmap" and summary["final_sparsity"] > 0.4
+    config = (out / "fedmap-seed1" / "config.toml").read_text()
+    assert "seed = 1" in config and "momentum = 0.5" in config  # grid and [set] both applied
+    assert "4/4" in swept["first"].output and "finished" in swept["first"].output
+
+
+def test_a_second_sweep_skips_finished_runs(swept):
+    assert swept["again"].exit_code == 0, swept["again"].output
+    assert swept["again"].output.count("skipped") >= 4
+    assert "0 run, 4 skipped" in swept["again"].output
+
+
+def test_the_report_has_tables_over_seeds_and_legible_figures(swept):
+    assert swept["report"].exit_code == 0, swept["report"].output
+    report: Path = swept["folder"] / "report"  # type: ignore[operator]
+    md = (report / "report.md").read_text()
+    page = (report / "report.html").read_text()
+    out: Path = swept["out"]  # type: ignore[assignment]
+    accs = [
+        json.loads((out / f"fedmap-seed{s}" / "summary.json").read_text())["final_test_accuracy"]
+        for s in (0, 1)
+    ]
+    mean, std = statistics.fmean(accs) * 100, statistics.stdev(accs) * 100
+    assert f"{mean:.2f} ± {std:.2f}" in md  # mean ± std over the two seeds
+    assert "| FedMap | 2 |" in md and "| dense FedAvg | 2 |" in md
+    for png in (
+        "accuracy_vs_round.png",
+        "density_vs_round.png",
+        "accuracy_vs_bytes.png",
+        "accuracy_vs_sparsity.png",
+        "client_accuracy.png",
+        "partition.png",
+    ):
+        data = (report / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
+        assert f"src='{png}'" in page and f"({png})" in md
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+
+
+def test_grid_expansion_labels_tables_and_collapses_dense_runs(tmp_path):
+    sweep = write(
+        tmp_path,
+        """
+base = "base.toml"
+[grid]
+"pruning.target_sparsity" = [0.5, 0.8]
+setting = [{label = "iid", "data.partition" = "iid"},
+           {label = "dir0.3", data = {partition = "dirichlet", alpha = 0.3}}]
+"pruning.method" = ["none", "fedmap"]
+""",
+    )
+    plan = load_sweep(sweep)
+    names = [r.name for r in plan.runs]
+    assert names == [
+        "iid-none",
+        "target_sparsity0.5-iid-fedmap",
+        "dir0.3-none",
+        "target_sparsity0.5-dir0.3-fedmap",
+        "target_sparsity0.8-iid-fedmap",
+        "target_sparsity0.8-dir0.3-fedmap",
+    ]
+    dirichlet = next(r for r in plan.runs if r.name == "target_sparsity0.8-dir0.3-fedmap")
+    assert dirichlet.config.data.alpha == 0.3 and dirichlet.config.pruning.target_sparsity == 0.8
+    only = load_sweep(sweep, only=["*dir0.3*"], overrides=["rounds=2"])
+    assert [r.name for r in only.runs] == [n for n in names if "dir0.3" in n]
+    assert all(r.config.rounds == 2 for r in only.runs)
+
+
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ('base = "missing.toml"', "base config not found"),
+        ('base = "base.toml"\nbogus = 1', "unknown sweep keys"),
+        ('base = "base.toml"\n[grid]\nseed = []', "grid.seed: expected a non-empty list"),
+        ('base = "base.toml"\n[grid]\nx = [{a = 1}]', "needs a 'label'"),
+        (
+            'base = "base.toml"\n[grid]\n"pruning.method" = ["fedmap", "magic"]',
+            "sweep run magic: pruning.method",
+        ),
+        ('base = "base.toml"\nparallel = 0', "parallel must be an integer >= 1"),
+    ],
+)
+def test_a_bad_sweep_fails_before_anything_runs(tmp_path, sweep, message):
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(write(tmp_path, sweep))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_interrupted_run_is_resumed_a_failed_one_reported_and_a_stale_one_kept(tmp_path):
+    sweep = write(
+        tmp_path,
+        """
+base = "base.toml"
+[grid]
+seed = [0, 1]
+"data.name" = ["digits", "fashion_mnist"]
+""",
+    )
+    out = tmp_path / "out"
+    plan = load_sweep(sweep, out=out, overrides=['data.path="/nonexistent"'], only=["seed0-*"])
+    target = next(r for r in plan.runs if r.name == "seed0-namedigits")
+    # a run that died after round 2's checkpoint, as a killed sweep leaves it
+    create_run_dir(target.config, out / target.name)
+
+    class Crash(Exception):
+        pass
+
+    def die(row: dict[str, object]) -> None:
+        if row["round"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_experiment(prepare(target.config), out / target.name, die)
+    # digits ignores data.path; Fashion-MNIST is not at /nonexistent, so that run fails
+    result = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            str(sweep),
+            "--out",
+            str(out),
+            "--only",
+            "seed0-*",
+            "--set",
+            'data.path="/nonexistent"',
+        ],
+    )
+    assert result.exit_code == 1
+    assert "resuming" in (out / "logs" / f"{target.name}.log").read_text()
+    assert (out / target.name / "summary.json").is_file()
+    assert "failed   seed0-namefashion_mnist" in result.output
+    assert "Fashion-MNIST not found" in result.output
+    # a finished run whose config differs from the sweep's is reported, never overwritten
+    edited = (out / target.name / "config.toml").read_text().replace("rounds = 4", "rounds = 5")
+    (out / target.name / "config.toml").write_text(edited)
+    stale = CliRunner().invoke(
+        app, ["sweep", str(sweep), "--out", str(out), "--only", "seed0-namedigits"]
+    )
+    assert stale.exit_code == 1 and "stale" in stale.output
+    assert (out / target.name / "config.toml").read_text() == edited
+    assert dump_toml(target.config) != edited
+
+
+def test_report_refuses_a_folder_without_runs(tmp_path):
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "holds no run directory" in result.output
+    assert not (tmp_path / "r").exists()
