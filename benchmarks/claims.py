@@ -76,8 +76,11 @@ def main() -> int:
         local = groups.get((setting, "local", target))
         if local is None:
             continue
-        ours = mean([statistics.pstdev(r.client_accuracy) for r in g.runs]) * 100
-        theirs = mean([statistics.pstdev(r.client_accuracy) for r in local.runs]) * 100
+        ours = mean([statistics.pstdev(r.client_accuracy) for r in g.runs if r.client_accuracy])
+        theirs = mean(
+            [statistics.pstdev(r.client_accuracy) for r in local.runs if r.client_accuracy]
+        )
+        ours, theirs = ours * 100, theirs * 100
         stds.append(
             f"{setting} at {target:.0%}: FedMap {ours:.2f} vs client-local {theirs:.2f} points "
             f"(sparsity {mean(g.values('final_sparsity')):.1%} vs "

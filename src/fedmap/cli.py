@@ -200,7 +200,15 @@ def sweep(
         line += f"  (elapsed {elapsed / 60:.1f} min)"
         err.print(line, soft_wrap=True, highlight=False)
 
-    outcomes = run_sweep(plan, on_outcome)
+    try:
+        outcomes = run_sweep(plan, on_outcome)
+    except KeyboardInterrupt:
+        err.print(
+            "interrupted: running runs stopped at their last checkpoint; "
+            "run the same command again to continue",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     failed = [o for o in outcomes if o.status == "failed"]
     stale = [o for o in outcomes if o.status == "stale"]
     err.print(

@@ -156,10 +156,25 @@ setting = [{label = "iid", "data.partition" = "iid"},
         ('base = "base.toml"\nparallel = 0', "parallel must be an integer >= 1"),
     ],
 )
-def test_a_bad_sweep_fails_before_anything_runs(tmp_path, sweep, message):
+def test_a_bad_sweep_fails_before_anything_runs(tmp_path, monkeypatch, sweep, message):
+    monkeypatch.chdir(tmp_path)  # the default output folder is relative to here
     with pytest.raises(ConfigError, match=message):
         load_sweep(write(tmp_path, sweep))
-    assert not (tmp_path / "runs").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.toml", "sweep.toml"]
+
+
+def test_two_points_with_one_name_are_refused_not_dropped(tmp_path):
+    sweep = write(
+        tmp_path,
+        """
+base = "base.toml"
+[grid]
+setting = [{label = "dir", "data.partition" = "dirichlet", "data.alpha" = 0.5},
+           {label = "dir", "data.partition" = "dirichlet", "data.alpha" = 0.1}]
+""",
+    )
+    with pytest.raises(ConfigError, match="both named 'dir'"):
+        load_sweep(sweep)
 
 
 def test_an_interrupted_run_is_resumed_a_failed_one_reported_and_a_stale_one_kept(tmp_path):
@@ -206,18 +221,42 @@ seed = [0, 1]
     assert (out / target.name / "summary.json").is_file()
     assert "failed   seed0-namefashion_mnist" in result.output
     assert "Fashion-MNIST not found" in result.output
+    # the same sweep again: the finished run is skipped
+    args = ["sweep", str(sweep), "--out", str(out), "--only", "seed0-namedigits"]
+    args += ["--set", 'data.path="/nonexistent"']
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "skipped" in again.output
     # a finished run whose config differs from the sweep's is reported, never overwritten
-    edited = (out / target.name / "config.toml").read_text().replace("rounds = 4", "rounds = 5")
+    recorded = (out / target.name / "config.toml").read_text()
+    assert recorded == dump_toml(target.config)
+    edited = recorded.replace("rounds = 4", "rounds = 5")
     (out / target.name / "config.toml").write_text(edited)
-    stale = CliRunner().invoke(
-        app, ["sweep", str(sweep), "--out", str(out), "--only", "seed0-namedigits"]
-    )
+    stale = CliRunner().invoke(app, args)
     assert stale.exit_code == 1 and "stale" in stale.output
     assert (out / target.name / "config.toml").read_text() == edited
-    assert dump_toml(target.config) != edited
 
 
 def test_report_refuses_a_folder_without_runs(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "holds no run directory" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_an_interrupted_sweep_starts_nothing_more_and_stops_its_runs(tmp_path):
+    import subprocess as sp
+
+    from fedmap.runs.sweep import run_sweep
+
+    sweep = write(tmp_path, 'base = "base.toml"\nparallel = 1\n[grid]\nseed = [0, 1, 2, 3]\n')
+    plan = load_sweep(sweep, out=tmp_path / "out")
+
+    def interrupt(outcome: object, done: int, total: int) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C arriving after the first run
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(plan, interrupt)
+    finished = [p.name for p in (tmp_path / "out").glob("*/summary.json")]
+    assert len(finished) == 1
+    assert not (tmp_path / "out" / "seed2").exists() and not (tmp_path / "out" / "seed3").exists()
+    left = sp.run(["pgrep", "-f", str(tmp_path / "out")], capture_output=True, text=True)
+    assert left.stdout.strip() == ""  # no `fedmap run` of this sweep still running

@@ -97,6 +97,14 @@ def test_one_shot_prunes_once_to_the_target_after_the_warm_up(tiny_config):
     assert all(r.bootstraps == 0 for r in run["records"][1:])  # clients derive it: no mask sent
 
 
+def test_one_shot_steps_once_even_when_its_count_rounds_down(tiny_config):
+    num_prunable = prepare(tiny_config()).layout.num_prunable
+    target = (math.floor(0.8 * num_prunable) + 0.4) / num_prunable  # t*n rounds down
+    run = simulate(tiny_config, "oneshot", pruning__target_sparsity=target)
+    assert 1 - run["records"][-1].density < target  # just short of the target, as rounded
+    assert [r.round for r in run["records"] if r.pruned] == [3]  # and no second step
+
+
 def test_the_cubic_schedule_hits_its_densities(tiny_config):
     run = simulate(tiny_config, "gradual", rounds=14)
     steps = steps_to_target(0.3, 0.8)  # FedMap's count at the same rate: 5

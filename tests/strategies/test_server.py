@@ -223,10 +223,12 @@ def test_after_a_reset_a_retried_client_holding_the_new_model_is_not_bootstrappe
 class OwnMasks(DenseStrategy):
     """Clients send their own masks (as client-local pruning does) and PruneFL's statistics."""
 
+    density = 0.5
+
     def client_task(self, round):
         from fedmap.client.rules import ClientTask
 
-        return ClientTask(prune_to=0.5, importance=True)
+        return ClientTask(prune_to=self.density, importance=True)
 
 
 def own_mask_setup():
@@ -259,6 +261,7 @@ def test_replies_with_own_masks_are_averaged_over_the_clients_that_kept_each_wei
     assert torch.allclose(values[32:], torch.full((8,), (5 * 1.0 + 15 * 4.0) / 20))  # both
     assert server.model.mask.density == 1.0 and server.model.epoch == 0  # the union is dense
     # a coordinate nobody kept is pruned from the global model, and the epoch moves on
+    server.strategy.density = 0.0
     server.start_round(2)
     states = [
         receive_downlink(server.downlink(0, client=c)[0].data, states[c], layout).state
@@ -282,6 +285,13 @@ def test_a_mask_in_a_reply_is_refused_when_the_method_sends_none():
         server.read_reply(reply(layout, state, torch.ones(layout.numel), own_mask=own), 0)
 
 
+def test_an_own_mask_that_breaks_the_rounds_task_is_refused():
+    layout, server, states = own_mask_setup()
+    dense = Mask.dense(layout)  # keeps everything: would make the union dense
+    with pytest.raises(UpdateRejected, match="keeps 32 weights, the round asks 16"):
+        server.read_reply(reply(layout, states[0], torch.ones(layout.numel), own_mask=dense), 0)
+
+
 def test_statistics_are_validated_and_only_accepted_with_an_accepted_reply():
     from fedmap.client.protocol import encode_statistics
 
@@ -291,8 +301,10 @@ def test_statistics_are_validated_and_only_accepted_with_an_accepted_reply():
     ).data
     with pytest.raises(UpdateRejected, match="without an accepted reply"):
         server.read_statistics(good, 0)
-    own = Mask.dense(layout)
-    server.read_reply(reply(layout, states[0], torch.ones(layout.numel), own_mask=own), 0)
+    keep = torch.ones(layout.numel, dtype=torch.bool)
+    keep[:16] = False
+    own = Mask(layout, keep)
+    server.read_reply(reply(layout, states[0], torch.ones(own.num_kept), own_mask=own), 0)
     negative = encode_statistics(
         -torch.ones(layout.num_prunable), states[0], round=1, num_samples=5, layout=layout
     ).data

@@ -88,7 +88,8 @@ def gradient_stats(
 
     One pass over the client's data in order, without updating anything: returns
     the mean gradient (FedDST regrows the weights where its magnitude is largest)
-    and the sum over batches of squared gradients (PruneFL's importance). The model
+    and the mean over batches of squared gradients (PruneFL's importance; a mean, so
+    that the server's sample-weighted average does not count data twice). The model
     is scored in ``eval()`` mode so normalisation statistics are left as they are.
     """
     params = dict(model.named_parameters())
@@ -109,4 +110,5 @@ def gradient_stats(
         batches += 1
     model.zero_grad(set_to_none=True)
     model.train(was_training)
-    return {n: g / max(batches, 1) for n, g in mean.items()}, squares
+    count = max(batches, 1)
+    return {n: g / count for n, g in mean.items()}, {n: g / count for n, g in squares.items()}

@@ -348,8 +348,8 @@ class Simulation:
                         mask=0,
                         values=stats.values_nbytes,
                         total=len(stats.data),
-                        dense=len(stats.data),  # scores for every weight: dense by nature
-                        bitmap=len(stats.data),
+                        dense=0,  # dense FedAvg (the reference) sends no such message;
+                        bitmap=len(stats.data),  # other codings of this method send it whole
                         coo=len(stats.data),
                     )
                 )

@@ -128,15 +128,20 @@ class Config:
     faults: FaultsConfig = field(default_factory=FaultsConfig)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a TOML file, apply ``key=value`` overrides, build and validate the config."""
+def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """The table in ``path``; a missing or malformed file is a :class:`ConfigError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} file not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from error
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML file, apply ``key=value`` overrides, build and validate the config."""
+    raw = read_toml(path)
     for override in overrides or []:
         apply_override(raw, override)
     return config_from_dict(raw)
@@ -274,6 +279,12 @@ def validate(config: Config) -> None:
             "a number in [0, 1)",
         ),
         ("pruning.scope", p.scope, p.scope in SCOPES, f"one of {SCOPES}"),
+        (
+            "faults.min_clients",
+            config.faults.min_clients,
+            p.method != "prunefl" or config.faults.min_clients == 1,
+            "1 with pruning.method 'prunefl' (its first round trains one client)",
+        ),
         (
             "aggregation.rule",
             config.aggregation.rule,

@@ -150,7 +150,9 @@ def make_strategy(config: Config, initial_values: torch.Tensor) -> Strategy:
     if p.method == "random":  # FedMap's schedule, random instead of magnitude ranking
         return FedMapStrategy(schedule, p.rate, RANDOM, rewind, name="random")
     if p.method == "oneshot":  # one step after the warm-up, straight to the target
-        return FedMapStrategy(schedule, p.target_sparsity, p.scope, rewind, name="oneshot")
+        return FedMapStrategy(
+            schedule, p.target_sparsity, p.scope, rewind, name="oneshot", max_steps=1
+        )
     if p.method == "gradual":
         return GradualStrategy(schedule, p.rate, p.scope, rewind)
     if p.method == "local":

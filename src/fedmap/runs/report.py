@@ -81,16 +81,51 @@ class RunData:
 
 @dataclass
 class Group:
-    """The seeds of one (setting, method, target)."""
+    """The seeds of one (setting, method, variant, target)."""
 
     setting: str
     method: str
     target: float | None
     runs: list[RunData]
+    variant: str = ""  # the method's settings where they differ from the report's usual ones
+
+    @property
+    def label(self) -> str:
+        """The method's name in tables and legends."""
+        name = METHOD_LABELS.get(self.method, self.method)
+        return f"{name} [{self.variant}]" if self.variant else name
 
     def values(self, key: str) -> list[float]:
         """``key`` of each run's summary."""
         return [float(r.summary[key]) for r in self.runs]
+
+
+# Keys that do not change what is measured (where and how fast a run ran, where data lives).
+NOT_THE_EXPERIMENT = {"seed", "device", "engine", "cohort_chunk", "compile", "checkpoint_every"}
+SETTING_KEYS = {"data.partition", "data.alpha", "data.classes_per_client", "data.name", "data.path"}
+METHOD_KEYS = {"pruning.method", "pruning.target_sparsity"}
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in _flat(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _differences(rest: dict[str, Any], usual: dict[str, Any]) -> str:
+    keys = sorted(set(rest) | set(usual))
+    return ", ".join(f"{k}={rest.get(k)}" for k in keys if rest.get(k) != usual.get(k))
+
+
+def _most_common(items: list[dict[str, Any]]) -> dict[str, Any]:
+    counts: dict[str, int] = defaultdict(int)
+    for item in items:
+        counts[json.dumps(item, sort_keys=True)] += 1
+    return json.loads(max(counts, key=lambda k: counts[k])) if counts else {}
 
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
@@ -132,11 +167,41 @@ def load_run(path: Path) -> RunData:
 
 
 def group_runs(runs: list[RunData]) -> list[Group]:
-    """Groups in a stable order: setting, target, then the method order of the table."""
-    groups: dict[tuple[str, str, float | None], Group] = {}
+    """Group runs that differ only in their seed; order: setting, target, method.
+
+    Everything else that differs (rounds, model, client settings, a method's rate or
+    schedule) splits groups: the setting's label, or the method's, names the keys
+    that differ from the settings most runs share, so runs are never averaged with
+    runs of another experiment.
+    """
+    shared, own = [], []
     for run in runs:
-        key = (run.setting, run.method, run.target)
-        groups.setdefault(key, Group(*key, runs=[])).runs.append(run)
+        flat = {k: v for k, v in _flat(run.config).items() if k not in NOT_THE_EXPERIMENT}
+        shared.append(
+            {
+                k: v
+                for k, v in flat.items()
+                if not k.startswith("pruning.") and k not in SETTING_KEYS
+            }
+        )
+        own.append(
+            {}
+            if run.method == "none"
+            else {
+                k: v for k, v in flat.items() if k.startswith("pruning.") and k not in METHOD_KEYS
+            }
+        )
+    usual_shared = _most_common(shared)
+    usual_own = _most_common([o for o, r in zip(own, runs, strict=True) if r.method != "none"])
+    groups: dict[tuple[str, str, str, float | None], Group] = {}
+    for run, rest, mine in zip(runs, shared, own, strict=True):
+        setting = run.setting
+        if rest != usual_shared:
+            setting += f" [{_differences(rest, usual_shared)}]"
+        variant = _differences(mine, usual_own) if mine else ""
+        key = (setting, run.method, variant, run.target)
+        group = groups.setdefault(key, Group(setting, run.method, run.target, [], variant))
+        group.runs.append(run)
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     return sorted(
         groups.values(),
@@ -145,6 +210,7 @@ def group_runs(runs: list[RunData]) -> list[Group]:
             -1.0 if g.target is None else g.target,
             rank.get(g.method, 99),
             g.method,
+            g.variant,
         ),
     )
 
@@ -157,7 +223,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
-    """``mean ± std`` of ``values * scale`` (no ± for one value)."""
+    """``mean ± std`` of ``values * scale`` (no ± for one value, "—" for none)."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "—"
     mean, std = mean_std([v * scale for v in values])
     if len(values) == 1:
         return f"{mean:,.{digits}f}"
@@ -182,19 +251,24 @@ def table_rows(groups: list[Group]) -> list[dict[str, str]]:
                 - mean_std(reference.values("final_test_accuracy"))[0]
             )
             gap = f"{diff * 100:+.2f}"
+        ratio = g.values("bytes_ratio_vs_dense")  # vs what dense would have sent, per run
+        if reference is not None:  # vs the dense runs actually measured beside it
+            dense_bytes = mean_std(reference.values("bytes_total"))[0]
+            ratio = [b / dense_bytes for b in g.values("bytes_total")]
+        seeds = len({r.seed for r in g.runs})
         rows.append(
             {
                 "setting": g.setting,
                 "target": "—" if g.target is None else f"{g.target * 100:.0f} %",
-                "method": METHOD_LABELS.get(g.method, g.method),
-                "seeds": str(len(g.runs)),
+                "method": g.label,
+                "seeds": str(seeds) if seeds == len(g.runs) else f"{seeds} ({len(g.runs)} runs)",
                 "final sparsity %": fmt(g.values("final_sparsity"), digits=1),
                 "final acc %": fmt(g.values("final_test_accuracy")),
                 "vs dense (points)": gap,
                 "best acc %": fmt(g.values("best_test_accuracy")),
                 "client acc std (points)": fmt(client_std(g)),
                 "total MB": fmt(g.values("bytes_total"), scale=1e-6, digits=0),
-                "bytes vs dense %": fmt(g.values("bytes_ratio_vs_dense"), digits=1),
+                "bytes vs dense %": fmt(ratio, digits=1),
                 "wall s": fmt(g.values("wall_s"), scale=1.0, digits=0),
             }
         )
@@ -208,27 +282,26 @@ def best_within(groups: list[Group]) -> list[dict[str, str]]:
         for g in groups
         if g.method == "none"
     }
-    best: dict[tuple[str, str], float] = defaultdict(lambda: -1.0)
+    best: dict[tuple[str, int, str], float] = {}
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     for g in groups:
         if g.setting not in dense or g.method == "none":
             continue
         acc = mean_std(g.values("final_test_accuracy"))[0]
         sparsity = mean_std(g.values("final_sparsity"))[0]
-        best.setdefault((g.setting, g.method), -1.0)
+        key = (g.setting, rank.get(g.method, 99), g.label)
+        best.setdefault(key, -1.0)
         if (dense[g.setting] - acc) * 100 <= WITHIN_POINTS:
-            best[(g.setting, g.method)] = max(best[(g.setting, g.method)], sparsity)
-    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+            best[key] = max(best[key], sparsity)
     return [
         {
             "setting": setting,
-            "method": METHOD_LABELS.get(method, method),
+            "method": label,
             "highest sparsity within 1 point of dense": (
                 "none" if value < 0 else f"{value * 100:.1f} %"
             ),
         }
-        for (setting, method), value in sorted(
-            best.items(), key=lambda kv: (kv[0][0], rank.get(kv[0][1], 99))
-        )
+        for (setting, _, label), value in sorted(best.items())
     ]
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedmap.runs.report import METHOD_LABELS, METHOD_ORDER, Group
+from fedmap.runs.report import METHOD_ORDER, Group
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -111,7 +111,8 @@ def _mean_curve(g: Group, x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarra
     length = min(len(r.rows) for r in g.runs)
     ys = np.array([[row[y_key] for row in r.rows[:length]] for r in g.runs], dtype=float)
     xs = np.array([[row[x_key] for row in r.rows[:length]] for r in g.runs], dtype=float)
-    return xs.mean(axis=0), ys.mean(axis=0), ys.std(axis=0)
+    std = ys.std(axis=0, ddof=1) if len(ys) > 1 else np.zeros(ys.shape[1])
+    return xs.mean(axis=0), ys.mean(axis=0), std  # sample std over seeds, as in the tables
 
 
 def _zoom_accuracy(ax: Axes) -> None:
@@ -128,30 +129,18 @@ def _zoom_accuracy(ax: Axes) -> None:
 def _sparsity(groups: list[Group], settings: list[str], path: Path) -> None:
     """Best accuracy (mean ± std over seeds) against final sparsity, a line per method."""
     fig, axes = _grid(1, len(settings), width=5.0, height=3.8)
+    methods = METHOD_ORDER + tuple(sorted({g.method for g in groups} - set(METHOD_ORDER)))
     for j, setting in enumerate(settings):
         ax: Axes = axes[0][j]
-        for method in METHOD_ORDER + tuple(sorted({g.method for g in groups} - set(METHOD_ORDER))):
-            points = [g for g in groups if g.setting == setting and g.method == method]
-            if not points:
-                continue
-            if method == "none":
-                acc = float(np.mean(points[0].values("best_test_accuracy"))) * 100
-                ax.axhline(acc, color="black", lw=1, ls="--", label="dense FedAvg")
-                continue
-            points.sort(key=lambda g: np.mean(g.values("final_sparsity")))
-            x = [np.mean(g.values("final_sparsity")) * 100 for g in points]
-            y = [np.mean(g.values("best_test_accuracy")) * 100 for g in points]
-            e = [np.std(g.values("best_test_accuracy")) * 100 for g in points]
-            ax.errorbar(
-                x,
-                y,
-                yerr=e,
-                marker="o",
-                ms=4,
-                capsize=2,
-                color=COLOURS.get(method),
-                label=_label(points[0]),
-            )
+        for method in methods:
+            for variant in sorted({g.variant for g in groups if g.method == method}):
+                points = [
+                    g
+                    for g in groups
+                    if g.setting == setting and g.method == method and g.variant == variant
+                ]
+                if points:
+                    _sparsity_line(ax, points)
         ax.set_title(setting, fontsize=10)
         ax.set_xlabel("final sparsity (%)")
         ax.set_ylabel("best test accuracy (%)")
@@ -159,6 +148,28 @@ def _sparsity(groups: list[Group], settings: list[str], path: Path) -> None:
     _figure_legend(fig, axes)
     fig.savefig(path, dpi=110)
     _close(fig)
+
+
+def _sparsity_line(ax: Axes, points: list[Group]) -> None:
+    """One method's points over its targets (dense FedAvg: a dashed reference line)."""
+    if points[0].method == "none":
+        acc = float(np.mean(points[0].values("best_test_accuracy"))) * 100
+        ax.axhline(acc, color="black", lw=1, ls="--", label=_label(points[0]))
+        return
+    points = sorted(points, key=lambda g: float(np.mean(g.values("final_sparsity"))))
+    x = [float(np.mean(g.values("final_sparsity"))) * 100 for g in points]
+    y = [float(np.mean(g.values("best_test_accuracy"))) * 100 for g in points]
+    e = [_seed_std(g.values("best_test_accuracy")) * 100 for g in points]
+    ax.errorbar(
+        x,
+        y,
+        yerr=e,
+        marker="o",
+        ms=4,
+        capsize=2,
+        color=COLOURS.get(points[0].method),
+        label=_label(points[0]),
+    )
 
 
 def _clients(
@@ -185,6 +196,10 @@ def _clients(
             ax.grid(alpha=0.3, axis="y")
     fig.savefig(path, dpi=110)
     _close(fig)
+
+
+def _seed_std(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def _pooled(g: Group) -> list[float]:
@@ -243,7 +258,7 @@ def _colormap(n: int) -> list[Any]:
 
 
 def _label(g: Group) -> str:
-    return METHOD_LABELS.get(g.method, g.method)
+    return g.label
 
 
 def _close(fig: Any) -> None:

@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -34,7 +35,7 @@ from typing import Any
 
 from fedmap.errors import ConfigError
 from fedmap.runs.checkpoint import list_checkpoints
-from fedmap.runs.config import Config, apply_override, config_from_dict, dump_toml, tomllib
+from fedmap.runs.config import Config, apply_override, config_from_dict, dump_toml, read_toml
 
 PRUNING_ONLY_PREFIX = "pruning."  # keys dense FedAvg ignores
 
@@ -82,12 +83,7 @@ def load_sweep(
     ``overrides`` (``key=value``, as ``--set``) apply to every run after ``[set]``;
     ``only`` keeps the runs whose names match one of its globs.
     """
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: not valid TOML ({error})") from error
+    raw = read_toml(path, "sweep")
     unknown = set(raw) - {"base", "out", "parallel", "set", "grid"}
     if unknown:
         raise ConfigError(f"{path}: unknown sweep keys {sorted(unknown)}")
@@ -109,7 +105,7 @@ def load_sweep(
     grid = raw.get("grid", {})
     if not isinstance(grid, dict):
         raise ConfigError(f"{path}: [grid] must be a table of lists")
-    base_raw = tomllib.loads(base.read_text())
+    base_raw = read_toml(base)
     runs = expand(base_raw, fixed, grid)
     if only:
         runs = [r for r in runs if any(fnmatch.fnmatchcase(r.name, g) for g in only)]
@@ -147,8 +143,6 @@ def expand(base_raw: dict[str, Any], fixed: dict[str, Any], grid: dict[str, Any]
         if method == "none":
             overrides = {k: v for k, v in overrides.items() if k not in _pruning_axes(point)}
         name = "-".join(_safe(label) for label in labels) or "run"
-        if name in runs:
-            continue
         raw = _deep_copy(base_raw)
         for key, value in overrides.items():
             apply_override(raw, f"{key}={_toml_literal(value)}")
@@ -156,6 +150,13 @@ def expand(base_raw: dict[str, Any], fixed: dict[str, Any], grid: dict[str, Any]
             config = config_from_dict(raw)
         except ConfigError as error:
             raise ConfigError(f"sweep run {name}: {error}") from error
+        if name in runs:  # dense FedAvg's collapsed points are the same run; anything else clashes
+            if dump_toml(runs[name].config) != dump_toml(config):
+                raise ConfigError(
+                    f"sweep runs {runs[name].overrides} and {overrides} are both named {name!r}: "
+                    "give their grid tables distinct labels"
+                )
+            continue
         runs[name] = SweepRun(name, overrides, config)
     return list(runs.values())
 
@@ -185,11 +186,50 @@ def run_sweep(
             report(early)
         else:
             pending.append(run)
-    with ThreadPoolExecutor(max_workers=sweep.parallel) as pool:
-        futures = [pool.submit(_run_one, sweep, run, python, threads) for run in pending]
+    children = _Children()
+    pool = ThreadPoolExecutor(max_workers=sweep.parallel)
+    try:
+        futures = [pool.submit(_run_one, sweep, run, python, threads, children) for run in pending]
         for future in as_completed(futures):
             report(future.result())
+    except BaseException:  # Ctrl-C: start nothing more, stop what runs (resumable later)
+        children.stopping = True
+        pool.shutdown(wait=False, cancel_futures=True)
+        children.terminate()
+        raise
+    pool.shutdown()
     return outcomes
+
+
+class _Children:
+    """The ``fedmap run`` processes in flight, so an interrupted sweep can stop them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen[bytes]] = set()
+        self.stopping = False
+
+    def start(self, args: list[str], log: Any, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with self.lock:
+            if self.stopping:
+                raise RuntimeError("the sweep is stopping")
+            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.running.add(process)
+            return process
+
+    def done(self, process: subprocess.Popen[bytes]) -> None:
+        with self.lock:
+            self.running.discard(process)
+
+    def terminate(self) -> None:
+        with self.lock:
+            for process in self.running:
+                process.terminate()  # SIGTERM: the run keeps its last checkpoint
+            for process in self.running:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
 
 
 def _already_done(sweep: Sweep, run: SweepRun) -> RunOutcome | None:
@@ -206,12 +246,19 @@ def _already_done(sweep: Sweep, run: SweepRun) -> RunOutcome | None:
     return RunOutcome(run.name, "skipped", summary=json.loads(summary_path.read_text()))
 
 
-def _run_one(sweep: Sweep, run: SweepRun, python: str, threads: int) -> RunOutcome:
+def _run_one(
+    sweep: Sweep, run: SweepRun, python: str, threads: int, children: _Children
+) -> RunOutcome:
     """One ``fedmap run`` process (or ``--resume`` after a checkpoint); its log in logs/."""
     run_dir = sweep.out / run.name
     config_path = sweep.out / "configs" / f"{run.name}.toml"
     config_path.write_text(dump_toml(run.config))
     if list_checkpoints(run_dir):
+        recorded = run_dir / "config.toml"
+        if not recorded.is_file() or recorded.read_text() != dump_toml(run.config):
+            return RunOutcome(
+                run.name, "stale", detail=f"{run_dir} was started with a different config"
+            )
         args = ["run", "--resume", str(run_dir), "--quiet"]
     else:
         if run_dir.exists():  # started, never checkpointed: nothing worth keeping
@@ -219,10 +266,14 @@ def _run_one(sweep: Sweep, run: SweepRun, python: str, threads: int) -> RunOutco
         args = ["run", str(config_path), "--out", str(run_dir), "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     started = time.perf_counter()
-    with (sweep.out / "logs" / f"{run.name}.log").open("w") as log:
-        code = subprocess.run(
-            [python, "-m", "fedmap", *args], stdout=log, stderr=subprocess.STDOUT, env=env
-        ).returncode
+    with (sweep.out / "logs" / f"{run.name}.log").open("a") as log:
+        log.write(f"$ fedmap {' '.join(args)}\n")
+        log.flush()
+        process = children.start([python, "-m", "fedmap", *args], log, env)
+        try:
+            code = process.wait()
+        finally:
+            children.done(process)
     wall = time.perf_counter() - started
     summary_path = run_dir / "summary.json"
     if code != 0 or not summary_path.is_file():

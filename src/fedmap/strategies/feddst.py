@@ -8,9 +8,9 @@ weights with the smallest ``|w|`` and regrow as many where the dense gradient on
 its data is largest; it sends its values with that new mask. ``α_t`` follows
 FedDST's cosine decay, ``α/2 (1 + cos(π t / T))``, with ``α = pruning.rate`` and
 ``T`` the run's rounds. The server aggregates the masks: each weight's vote is the
-summed sample counts of the clients that kept it; the top votes (ties: larger
-aggregated ``|w|``, then lower index) at the target density form the new global
-mask, and each kept weight is averaged over the clients that kept it. The new
+summed sample counts of the clients that kept it; in each tensor the top votes
+(ties: larger aggregated ``|w|``, then lower index) at the tensor's count form the
+new global mask, and each kept weight is averaged over the clients that kept it. The new
 mask then reaches every client as a bootstrap. Between readjustments the rounds
 are FedAvg on a fixed mask and carry values only.
 """
@@ -102,15 +102,26 @@ class FedDSTStrategy(Strategy):
     def merge(
         self, round: int, model: GlobalModel, values: torch.Tensor, votes: torch.Tensor
     ) -> Mask:
-        """Top votes at the global mask's size; ties to larger ``|w|``, then lower index."""
+        """Per tensor, the top votes at its current count; ties: larger ``|w|``, lower index.
+
+        Clients readjust at the end of their local training here, so a regrown weight
+        arrives as 0.0: re-pruning the averaged model by magnitude (the reference
+        code's rule, where clients train on after regrowing) would drop every regrown
+        weight. Votes keep what most of the cohort's data asked for, and each tensor
+        keeps its count, so the layer densities of the initial mask are preserved.
+        """
         layout = model.mask.layout
-        prunable = layout.prunable_flat
-        index = prunable.nonzero().squeeze(1)
-        by_magnitude = torch.sort(-values[index].abs().double(), stable=True).indices
-        by_votes = torch.sort(-votes[index][by_magnitude], stable=True).indices
-        chosen = index[by_magnitude[by_votes[: model.mask.num_kept_prunable]]]
-        flat = ~prunable
-        flat[chosen] = True
+        flat = model.mask.flat.clone()
+        for i, is_prunable in enumerate(layout.prunable):
+            if not is_prunable:
+                continue
+            part = layout.slice_of(i)
+            count = int(flat[part].sum())
+            by_magnitude = torch.sort(-values[part].abs().double(), stable=True).indices
+            by_votes = torch.sort(-votes[part][by_magnitude], stable=True).indices
+            keep = torch.zeros(flat[part].numel(), dtype=torch.bool)
+            keep[by_magnitude[by_votes[:count]]] = True
+            flat[part] = keep
         self._readjustments += 1
         return Mask(layout, flat)
 

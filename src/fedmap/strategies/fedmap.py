@@ -43,7 +43,11 @@ class FedMapStrategy(Strategy):
         The model at round 0; given, kept weights are rewound to it after each step.
     name
         The method this instance runs: ``"random"`` (scope ``"random"``) and
-        ``"oneshot"`` (rate = target) are FedMap's loop with one setting changed.
+        ``"oneshot"`` (rate = target, ``max_steps=1``) are FedMap's loop with one
+        setting changed.
+    max_steps
+        No step after this many (one-shot: a count rounded down must not trigger a
+        second step at the full rate).
     """
 
     name = "fedmap"
@@ -55,8 +59,10 @@ class FedMapStrategy(Strategy):
         scope: str = "global",
         initial_values: torch.Tensor | None = None,
         name: str = "fedmap",
+        max_steps: int | None = None,
     ) -> None:
         self.name = name
+        self.max_steps = max_steps
         self.schedule = schedule
         self.rate = rate
         self.scope = scope
@@ -92,6 +98,8 @@ class FedMapStrategy(Strategy):
 
         FedMap removes the same share every time; the gradual baseline overrides this.
         """
+        if self.max_steps is not None and step > self.max_steps:
+            return None
         return self.rate
 
     def observe(self, round: int, model: GlobalModel, val_accuracy: float) -> None:

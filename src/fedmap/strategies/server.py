@@ -51,6 +51,7 @@ class RoundPlan:
     expected: set[int] = field(default_factory=set)  # clients sent a downlink this round
     replied: set[int] = field(default_factory=set)  # clients whose reply was accepted
     statistics: dict[int, Message] = field(default_factory=dict)  # accepted statistics
+    weights: dict[int, int] = field(default_factory=dict)  # accepted replies' (capped) samples
     _cache: dict[str, tuple[Encoded, Mask]] = field(default_factory=dict, repr=False)
 
 
@@ -180,6 +181,10 @@ class Server:
                 raise UpdateRejected(f"reply {name} is {got!r}, expected {want!r}")
         if message.prune is not None:
             raise UpdateRejected("reply carries a prune instruction (downlink only)")
+        if message.mask_bits is not None and plan.task is not None:
+            problem = self._own_mask_problem(message.mask_bits, plan.task)
+            if problem is not None:
+                raise UpdateRejected(problem)
         if message.num_samples <= 0:
             raise UpdateRejected(f"reply reports {message.num_samples} training samples")
         if not bool(torch.isfinite(message.values).all()) or not math.isfinite(message.train_loss):
@@ -189,6 +194,7 @@ class Server:
         if client in plan.replied:
             raise UpdateRejected(f"second reply from client {client} this round")
         plan.replied.add(client)
+        plan.weights[client] = message.num_samples
         return message
 
     def read_statistics(self, data: bytes, client: int) -> Message:
@@ -227,6 +233,7 @@ class Server:
         plan.replied.clear()
         plan.expected.clear()
         plan.statistics.clear()
+        plan.weights.clear()
 
     def screen(self, replies: list[tuple[int, Message]]) -> Screening:
         """Refuse updates far outside the cohort's; cap sample counts far above it.
@@ -263,8 +270,36 @@ class Server:
             if message.num_samples > most:
                 capped.append((client, f"sample count {message.num_samples} capped to {most}"))
                 message = dataclasses.replace(message, num_samples=most)
+                if self.plan is not None:
+                    self.plan.weights[client] = most
             accepted.append((client, message))
         return Screening(accepted, rejected, capped)
+
+    def _own_mask_problem(self, bits: Any, task: ClientTask) -> str | None:
+        """Why a client's own mask breaks this round's task (None: it does not).
+
+        A client-local prune keeps exactly the round's count inside the model's mask
+        (so no one reply can make the union dense); a drop-and-regrow keeps each
+        tensor's count (so no one reply can shift the votes by keeping more).
+        """
+        own = Mask.from_prunable_bits(self.layout, torch.from_numpy(bits))
+        model = self.model.mask
+        if task.regrow > 0:
+            for i, is_prunable in enumerate(self.layout.prunable):
+                part = self.layout.slice_of(i)
+                if is_prunable and int(own.flat[part].sum()) != int(model.flat[part].sum()):
+                    return f"reply's mask changes the kept count of {self.layout.names[i]}"
+            return None
+        if task.prune_to is not None:
+            if not own.is_subset_of(model):
+                return "reply's mask keeps weights the global model has pruned"
+            want = min(
+                model.num_kept_prunable,
+                math.floor(task.prune_to * self.layout.num_prunable + 0.5),
+            )
+            if own.num_kept_prunable != want:
+                return f"reply's mask keeps {own.num_kept_prunable} weights, the round asks {want}"
+        return None
 
     def dense(self, message: Message) -> torch.Tensor:
         """A reply's values as a canonical vector (its own mask, or the model's)."""
@@ -288,9 +323,11 @@ class Server:
         plan, self.plan = self.plan, None  # the round is closed: late replies find no round
         if not replies:
             return
-        if plan is not None and plan.statistics:
-            stats = list(plan.statistics.values())
-            mean = weighted_mean([m.values for m in stats], [m.num_samples for m in stats])
+        if plan is not None and plan.statistics:  # weighted as the clients' accepted replies
+            clients = sorted(plan.statistics)
+            mean = weighted_mean(
+                [plan.statistics[c].values for c in clients], [plan.weights[c] for c in clients]
+            )
             self.strategy.observe_statistics(plan.round, mean)
         if any(m.mask_bits is not None for m in replies):
             self._merge([m for m in replies], plan.round if plan else 0)
@@ -306,16 +343,18 @@ class Server:
 
     def _merge(self, replies: list[Message], round: int) -> None:
         """Per-coordinate FedAvg over the clients' own masks; the strategy picks the new mask."""
-        masks = [self.reply_mask(m).flat for m in replies]
+        masks = [self.reply_mask(m) for m in replies]
         values, votes = masked_mean(
-            [self.dense(m) for m in replies], masks, [m.num_samples for m in replies]
+            [unpack(m.values, mask) for m, mask in zip(replies, masks, strict=True)],
+            [mask.flat for mask in masks],
+            [m.num_samples for m in replies],
         )
         mask = self.strategy.merge(round, self.model, values, votes)
         values = quantize(values.masked_fill(~mask.flat, 0.0), self.dtype)
-        epoch = self.model.epoch if mask.same_as(self.model.mask) else self.model.epoch + 1
-        self.model = GlobalModel(
-            values, mask if epoch != self.model.epoch else self.model.mask, epoch
-        )
+        if mask.same_as(self.model.mask):  # same support: clients in step keep their epoch
+            self.model = GlobalModel(values, self.model.mask, self.model.epoch)
+        else:  # a new mask no client can derive: the next round bootstraps everyone
+            self.model = GlobalModel(values, mask, self.model.epoch + 1)
 
     def observe(self, round: int, val_accuracy: float) -> None:
         """Pass the end-of-round validation accuracy to the strategy."""
