@@ -200,6 +200,9 @@ def sweep(
         line += f"  (elapsed {elapsed / 60:.1f} min)"
         err.print(line, soft_wrap=True, highlight=False)
 
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill/timeout: stop runs too
     try:
         outcomes = run_sweep(plan, on_outcome)
     except KeyboardInterrupt:

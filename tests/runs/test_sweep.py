@@ -221,6 +221,18 @@ seed = [0, 1]
     assert (out / target.name / "summary.json").is_file()
     assert "failed   seed0-namefashion_mnist" in result.output
     assert "Fashion-MNIST not found" in result.output
+    # a checkpointed run whose recorded config differs is not resumed under the old config
+    other = next(r for r in load_sweep(sweep, out=out).runs if r.name == "seed1-namedigits")
+    create_run_dir(other.config, out / other.name)
+    with pytest.raises(Crash):
+        run_experiment(prepare(other.config), out / other.name, die)
+    config_file = out / other.name / "config.toml"
+    config_file.write_text(config_file.read_text().replace("lr = 0.1", "lr = 0.2"))
+    refused = CliRunner().invoke(
+        app, ["sweep", str(sweep), "--out", str(out), "--only", "seed1-namedigits"]
+    )
+    assert refused.exit_code == 1 and "started with a different config" in refused.output
+    assert not (out / other.name / "summary.json").exists()
     # the same sweep again: the finished run is skipped
     args = ["sweep", str(sweep), "--out", str(out), "--only", "seed0-namedigits"]
     args += ["--set", 'data.path="/nonexistent"']
@@ -243,20 +255,35 @@ def test_report_refuses_a_folder_without_runs(tmp_path):
 
 
 def test_an_interrupted_sweep_starts_nothing_more_and_stops_its_runs(tmp_path):
-    import subprocess as sp
+    import os
+    import time
 
     from fedmap.runs.sweep import run_sweep
 
-    sweep = write(tmp_path, 'base = "base.toml"\nparallel = 1\n[grid]\nseed = [0, 1, 2, 3]\n')
+    sweep = write(tmp_path, 'base = "base.toml"\nparallel = 2\n[grid]\nseed = [0, 1, 2, 3]\n')
     plan = load_sweep(sweep, out=tmp_path / "out")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    # a stand-in for `python -m fedmap run`: seed1 records its pid and runs on; seed0 waits
+    # until seed1 is running, then fails, and its outcome is when the user presses Ctrl-C
+    stub = tmp_path / "stub.sh"
+    stub.write_text(
+        "#!/bin/bash\n"
+        f'case "$*" in *seed0*) for i in $(seq 100); do [ -e {pids}/seed1 ] && exit 1; '
+        "sleep 0.05; done; exit 1;;\n"
+        f'*) name=$(echo "$*" | grep -o "seed[0-9]" | head -1); echo $$ > {pids}/$name; '
+        "exec sleep 60;;\nesac\n"
+    )
+    stub.chmod(0o755)
 
     def interrupt(outcome: object, done: int, total: int) -> None:
-        raise KeyboardInterrupt  # as Ctrl-C arriving after the first run
+        raise KeyboardInterrupt
 
+    started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(plan, interrupt)
-    finished = [p.name for p in (tmp_path / "out").glob("*/summary.json")]
-    assert len(finished) == 1
-    assert not (tmp_path / "out" / "seed2").exists() and not (tmp_path / "out" / "seed3").exists()
-    left = sp.run(["pgrep", "-f", str(tmp_path / "out")], capture_output=True, text=True)
-    assert left.stdout.strip() == ""  # no `fedmap run` of this sweep still running
+        run_sweep(plan, interrupt, python=str(stub))
+    assert time.monotonic() - started < 20  # the 60 s child was stopped, not waited for
+    assert sorted(p.name for p in pids.iterdir()) == ["seed1"]  # seed2 and seed3 never started
+    pid = int((pids / "seed1").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # terminated and reaped

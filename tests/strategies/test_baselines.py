@@ -174,6 +174,7 @@ def test_prunefl_starts_from_one_client_and_its_masks_change_and_regrow(tiny_con
         if per_client == 2:
             stats = [e for e in ups if e.values == 4 * run["layout"].num_prunable]
             assert len(stats) == len(record.cohort)
+            assert all(e.dense == 0 for e in stats)  # dense FedAvg sends no importance
 
 
 def test_feddst_keeps_its_density_while_masks_change_and_regrow(tiny_config):
@@ -185,6 +186,12 @@ def test_feddst_keeps_its_density_while_masks_change_and_regrow(tiny_config):
     ]
     assert changed and all(r % 2 == 0 for r in changed)  # only on readjustment rounds
     assert reactivated(masks) > 0
+    layout: Layout = run["layout"]
+    for mask in masks:  # every layer keeps the share of the initial random mask
+        for i, is_prunable in enumerate(layout.prunable):
+            part = layout.slice_of(i)
+            if is_prunable:
+                assert int(mask.flat[part].sum()) == int(masks[0].flat[part].sum())
     for rnd, sent in run["replies"].items():  # clients send their own masks on those rounds
         carries = [m.mask_bits is not None for _, m in sent]
         readjusts = rnd % 2 == 0 and rnd < 10  # the cosine decay reaches 0 at the last round

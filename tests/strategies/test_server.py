@@ -316,3 +316,32 @@ def test_statistics_are_validated_and_only_accepted_with_an_accepted_reply():
     plain_layout, plain, plain_state = setup()
     with pytest.raises(UpdateRejected, match="did not ask"):
         plain.read_statistics(good, 0)
+
+
+def test_statistics_are_weighted_by_the_accepted_replies_not_their_own_claim():
+    from fedmap.client.protocol import encode_statistics
+
+    seen = []
+
+    class Recorder(OwnMasks):
+        def observe_statistics(self, round, importance):
+            seen.append(importance)
+
+    layout = Layout(("w", "b"), ((8, 4), (8,)), (True, False))
+    server = Server(Recorder(), layout, torch.randn(layout.numel))
+    server.start_round(1)
+    keep = torch.ones(layout.numel, dtype=torch.bool)
+    keep[:16] = False
+    own = Mask(layout, keep)
+    replies = []
+    for client, samples, claim, score in ((0, 1, 1000, 0.0), (1, 3, 1, 4.0)):
+        encoded, _ = server.downlink(-1, client=client)
+        state = receive_downlink(encoded.data, ClientState(), layout).state
+        data = reply(layout, state, torch.ones(own.num_kept), own_mask=own, num_samples=samples)
+        replies.append(server.read_reply(data, client))
+        stats = torch.full((layout.num_prunable,), score)
+        server.read_statistics(
+            encode_statistics(stats, state, round=1, num_samples=claim, layout=layout).data, client
+        )
+    server.finish_round(replies)
+    assert torch.allclose(seen[0], torch.full((layout.num_prunable,), 3.0))  # (0*1 + 4*3) / 4

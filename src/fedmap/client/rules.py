@@ -32,7 +32,7 @@ class ClientTask:
         FedDST: drop this fraction of each tensor's kept weights (smallest ``|w|``)
         and regrow as many where the dense gradient is largest; send the new mask.
     importance
-        PruneFL: also send the summed squared gradients of every prunable weight.
+        PruneFL: also send the mean squared gradients of every prunable weight.
     """
 
     prune_to: float | None = None
@@ -57,7 +57,7 @@ class ClientUpdate:
     packed: torch.Tensor
     mask: Mask
     own_mask: bool
-    importance: torch.Tensor | None = None  # (num_prunable,) summed squared gradients
+    importance: torch.Tensor | None = None  # (num_prunable,) mean squared gradients
 
 
 def finish_client(

@@ -186,7 +186,8 @@ class Simulation:
             sim_time += round_duration(list(fates.values()), faults.deadline_s)
             counts["sampled"] += len(cohort)
             outcome = self._attempt(rnd, attempt, cohort, fates, ledger, events, counts)
-            if len(outcome.accepted) >= faults.min_clients:
+            needed = faults.min_clients if size is None else min(faults.min_clients, size)
+            if len(outcome.accepted) >= needed:  # a method may fix a smaller cohort (PruneFL)
                 break
             server.discard_replies()
             counts["discarded"] += len(outcome.accepted)

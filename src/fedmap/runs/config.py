@@ -280,12 +280,6 @@ def validate(config: Config) -> None:
         ),
         ("pruning.scope", p.scope, p.scope in SCOPES, f"one of {SCOPES}"),
         (
-            "faults.min_clients",
-            config.faults.min_clients,
-            p.method != "prunefl" or config.faults.min_clients == 1,
-            "1 with pruning.method 'prunefl' (its first round trains one client)",
-        ),
-        (
             "aggregation.rule",
             config.aggregation.rule,
             p.method not in MASK_MERGING_METHODS or config.aggregation.rule == "mean",

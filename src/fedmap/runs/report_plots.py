@@ -225,14 +225,14 @@ def _partition(groups: list[Group], settings: list[str], path: Path) -> None:
                 bottom=bottom,
                 width=1.0,
                 color=cmap[label],
-                label=f"label {label}",
+                label=str(label),
             )
             bottom += counts[:, label]
         ax.set_title(f"{setting}: training samples per client by label", fontsize=10)
         ax.set_xlabel("client")
         ax.set_ylabel("samples")
         ax.set_xlim(-0.5, len(counts) - 0.5)
-        ax.legend(fontsize=6, ncol=min(10, counts.shape[1]), loc="upper right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="label")
     fig.savefig(path, dpi=110)
     _close(fig)
 

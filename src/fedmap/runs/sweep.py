@@ -221,14 +221,22 @@ class _Children:
         with self.lock:
             self.running.discard(process)
 
-    def terminate(self) -> None:
+    def terminate(self, grace_s: float = 30.0) -> None:
+        """SIGTERM every child (each keeps its last checkpoint); SIGKILL what outlives the grace."""
         with self.lock:
-            for process in self.running:
-                process.terminate()  # SIGTERM: the run keeps its last checkpoint
-            for process in self.running:
+            running = list(self.running)
+        deadline = time.monotonic() + grace_s
+        try:
+            for process in running:
+                process.terminate()
+            for process in running:
                 try:
-                    process.wait(timeout=30)
+                    process.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
+                    pass
+        finally:  # also after a second Ctrl-C during the wait
+            for process in running:
+                if process.poll() is None:
                     process.kill()
 
 
@@ -257,7 +265,9 @@ def _run_one(
         recorded = run_dir / "config.toml"
         if not recorded.is_file() or recorded.read_text() != dump_toml(run.config):
             return RunOutcome(
-                run.name, "stale", detail=f"{run_dir} was started with a different config"
+                run.name,
+                "stale",
+                detail=f"{run_dir} was started with a different config; delete it to rerun",
             )
         args = ["run", "--resume", str(run_dir), "--quiet"]
     else:
@@ -266,9 +276,11 @@ def _run_one(
         args = ["run", str(config_path), "--out", str(run_dir), "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     started = time.perf_counter()
-    with (sweep.out / "logs" / f"{run.name}.log").open("a") as log:
+    log_path = sweep.out / "logs" / f"{run.name}.log"
+    with log_path.open("a") as log:
         log.write(f"$ fedmap {' '.join(args)}\n")
         log.flush()
+        offset = log.tell()  # this attempt's output starts here
         process = children.start([python, "-m", "fedmap", *args], log, env)
         try:
             code = process.wait()
@@ -277,7 +289,9 @@ def _run_one(
     wall = time.perf_counter() - started
     summary_path = run_dir / "summary.json"
     if code != 0 or not summary_path.is_file():
-        tail = (sweep.out / "logs" / f"{run.name}.log").read_text().strip().splitlines()[-1:]
+        with log_path.open() as log:
+            log.seek(offset)
+            tail = log.read().strip().splitlines()[-1:]
         return RunOutcome(
             run.name, "failed", wall, detail=f"exit {code}: {tail[0] if tail else 'no output'}"
         )

@@ -1,0 +1,68 @@
+"""Report grouping and table cells, on runs built in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedmap.runs.report import RunData, fmt, group_runs, table_rows
+
+
+def run(seed: int, method: str = "fedmap", acc: float = 0.9, total: float = 300.0, **k: Any):
+    config: dict[str, Any] = {
+        "seed": seed,
+        "rounds": 10,
+        "device": "cuda" if seed else "cpu",  # where it ran does not split groups
+        "data": {"name": "digits", "partition": "iid", "num_clients": 8, "path": f"/d{seed}"},
+        "pruning": {"method": method, "target_sparsity": 0.9, "rate": k.get("rate", 0.2)},
+    }
+    if "num_clients" in k:
+        config["data"]["num_clients"] = k["num_clients"]
+    summary = {
+        "final_test_accuracy": acc,
+        "best_test_accuracy": acc,
+        "final_sparsity": 0.0 if method == "none" else 0.9,
+        "bytes_total": total,
+        "bytes_ratio_vs_dense": 0.5,
+        "wall_s": 1.0,
+    }
+    return RunData(Path(f"/runs/{method}{seed}"), config, summary, [], [0.8, 1.0], [])
+
+
+def test_runs_differing_only_in_seed_and_location_form_one_group():
+    groups = group_runs([run(0, acc=0.90), run(1, acc=0.92), run(0, "none", 0.93, 1000.0)])
+    assert [(g.method, len(g.runs), g.variant) for g in groups] == [
+        ("none", 1, ""),
+        ("fedmap", 2, ""),
+    ]
+    row = table_rows(groups)[1]
+    assert row["final acc %"] == "91.00 ± 1.41"  # sample std over the two seeds
+    assert row["vs dense (points)"] == "-2.00"
+    assert row["bytes vs dense %"] == "30.0 ± 0.0"  # against the dense runs measured beside it
+    assert row["client acc std (points)"] == "10.00 ± 0.00"
+
+
+def test_other_settings_split_groups_and_are_named():
+    runs = [run(0), run(1), run(2, rate=0.5), run(3, num_clients=16), run(0, "none", 0.9)]
+    groups = group_runs(runs)
+    labels = sorted((g.setting, g.label, len(g.runs)) for g in groups)
+    assert ("digits IID", "FedMap", 2) in labels
+    assert ("digits IID", "FedMap [pruning.rate=0.5]", 1) in labels
+    assert ("digits IID [data.num_clients=16]", "FedMap", 1) in labels
+    lone = next(r for r in table_rows(groups) if r["setting"].endswith("[data.num_clients=16]"))
+    assert lone["vs dense (points)"] == ""  # no dense run of that setting: no comparison
+
+
+def test_a_repeated_seed_is_shown_not_counted_twice():
+    row = table_rows(group_runs([run(0), run(0)]))[0]
+    assert row["seeds"] == "1 (2 runs)"
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [([], "—"), ([float("nan")], "—"), ([0.5], "50.00"), ([1234.0], "123,400.00")],
+)
+def test_fmt(values, expected):
+    assert fmt(values) == expected
