@@ -246,12 +246,17 @@ def _already_done(sweep: Sweep, run: SweepRun) -> RunOutcome | None:
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
         return None
-    recorded = (run_dir / "config.toml").read_text() if (run_dir / "config.toml").is_file() else ""
-    if recorded != dump_toml(run.config):
+    if not _same_config(run_dir, run):
         return RunOutcome(
             run.name, "stale", detail=f"{run_dir} holds a different config; delete it to rerun"
         )
     return RunOutcome(run.name, "skipped", summary=json.loads(summary_path.read_text()))
+
+
+def _same_config(run_dir: Path, run: SweepRun) -> bool:
+    """Whether ``run_dir`` was started with exactly this point's resolved config."""
+    recorded = run_dir / "config.toml"
+    return recorded.is_file() and recorded.read_text() == dump_toml(run.config)
 
 
 def _run_one(
@@ -262,8 +267,7 @@ def _run_one(
     config_path = sweep.out / "configs" / f"{run.name}.toml"
     config_path.write_text(dump_toml(run.config))
     if list_checkpoints(run_dir):
-        recorded = run_dir / "config.toml"
-        if not recorded.is_file() or recorded.read_text() != dump_toml(run.config):
+        if not _same_config(run_dir, run):
             return RunOutcome(
                 run.name,
                 "stale",
