@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything fedmap needs on a fresh Debian machine with Python 3.11:
 # a virtual environment in .venv with the CPU build of PyTorch, fedmap itself (editable,
-# with the dev tools) and, unless FEDMAP_SKIP_DATA=1, Debian's Fashion-MNIST package.
+# with the dev tools and Flower 1.42) and, unless FEDMAP_SKIP_DATA=1, Debian's Fashion-MNIST package.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install --quiet "torch==2.13.0"
 fi
-.venv/bin/pip install --quiet -e ".[dev]"
+.venv/bin/pip install --quiet -e ".[dev,flower]"
 
 if [ "${FEDMAP_SKIP_DATA:-0}" != "1" ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   $SUDO apt-get update -qq

@@ -12,6 +12,18 @@ ALLOWED = {
     "models": {"models", "errors"},
     "strategies": {"core", "client", "strategies", "errors"},  # client: ClientTask
     "engines": {"core", "client", "data", "models", "strategies", "engines", "errors"},
+    # flower builds the run directory with runs/ (one writer for every front door)
+    "flower": {
+        "core",
+        "client",
+        "data",
+        "models",
+        "strategies",
+        "engines",
+        "runs",
+        "flower",
+        "errors",
+    },
 }
 
 
@@ -39,5 +51,24 @@ def test_core_loads_without_flower_or_the_cli():
         "import sys, fedmap.core.prune, fedmap.core.codec, fedmap.core.ledger; "
         "print(any(m.startswith(('flwr', 'typer', 'rich', 'fedmap.runs')) for m in sys.modules))"
     )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_only_the_flower_package_imports_flwr():
+    for path in SRC.rglob("*.py"):
+        if path.relative_to(SRC).parts[0] == "flower":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            assert not any(n == "flwr" or n.startswith("flwr.") for n in names), path
+
+
+def test_the_cli_starts_without_loading_flower():
+    code = "import sys, fedmap.cli; print(any(m.startswith('flwr') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

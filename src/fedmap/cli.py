@@ -249,6 +249,86 @@ def report(
     )
 
 
+deploy_app = typer.Typer(no_args_is_help=True, help="Run FedMap on a real Flower deployment.")
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("local")
+def deploy_local(
+    config: Annotated[Path, typer.Argument(help="Experiment TOML file.")],
+    nodes: Annotated[int, typer.Option("--nodes", help="SuperNodes to start (one client each).")],
+    tls: Annotated[bool, typer.Option("--tls", help="TLS with a throw-away local CA.")] = False,
+    auth: Annotated[
+        bool, typer.Option("--auth", help="Admit only registered SuperNode keys (needs --tls).")
+    ] = False,
+    dense_nodes: Annotated[
+        int, typer.Option("--dense-nodes", help="Of the nodes, how many run a plain dense client.")
+    ] = 0,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Run directory (default runs/<config>-deploy-<time>)."),
+    ] = None,
+    round_timeout: Annotated[
+        float, typer.Option("--round-timeout", help="Seconds a round waits for replies.")
+    ] = 120.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds the whole run may take.")
+    ] = 3600.0,
+) -> None:
+    """A SuperLink and N SuperNodes on this machine, one run, everything stopped after.
+
+    Success means the run really completed (Flower's status and the run directory
+    both say so); every Flower process is stopped whatever happens.
+    """
+    try:
+        from fedmap.flower.deploy import deploy_local as run_deployment
+    except ImportError as error:
+        _fail(
+            ConfigError(
+                f"fedmap deploy needs the flower extra: pip install 'fedmap[flower]' ({error})"
+            )
+        )
+    extras = [f"{dense_nodes} dense"] if dense_nodes else []
+    extras += ["TLS"] * tls + ["node auth"] * auth
+    err.print(
+        f"fedmap deploy: {nodes} SuperNodes ({', '.join(extras) or 'insecure'}); starting Flower",
+        soft_wrap=True,
+    )
+
+    def on_round(row: dict[str, Any]) -> None:
+        err.print(
+            f"round {row['round']}: density {row['density']:.3f}  acc {row['test_accuracy']:.4f}  "
+            f"ledger {row['bytes_up'] + row['bytes_down']:,} B  "
+            f"flower {row['flower_bytes_up'] + row['flower_bytes_down']:,} B  "
+            f"answered {row['answered']}/{row['sampled']}",
+            soft_wrap=True,
+        )
+
+    try:
+        run_dir, summary = run_deployment(
+            config,
+            set_ or [],
+            nodes=nodes,
+            tls=tls,
+            auth=auth,
+            dense_nodes=dense_nodes,
+            out=out,
+            round_timeout_s=round_timeout,
+            timeout_s=timeout,
+            on_round=on_round,
+        )
+    except FedMapError as error:
+        _fail(error)
+    keys = ("method", "rounds", "final_sparsity", "final_test_accuracy", "bytes_total")
+    print(json.dumps({**{k: summary[k] for k in keys}, "flower": summary["flower"]}, indent=2))
+    err.print(
+        f"run directory: {escape(str(run_dir))} (Flower logs in flower_logs/)", soft_wrap=True
+    )
+
+
 def _fail(error: FedMapError) -> NoReturn:
     """Print one error line and exit 1."""
     err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fedmap.client.rules import ClientTask, finish_client
 from fedmap.core.codec import DOWNLINK, STATISTICS, UPLINK, Encoded, Message, decode, encode
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, unpack
@@ -111,3 +112,51 @@ def encode_statistics(
         num_samples=num_samples,
     )
     return encode(message, layout.fingerprint)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A client's encoded answer: the update, the mask its values use, maybe statistics."""
+
+    update: Encoded
+    mask: Mask
+    statistics: Encoded | None = None
+
+
+def make_reply(
+    task: ClientTask | None,
+    packed: torch.Tensor,
+    mask: Mask,
+    state: ClientState,
+    *,
+    round: int,
+    num_samples: int,
+    train_loss: float,
+    dtype: str,
+    layout: Layout,
+    grad_mean: torch.Tensor | None = None,
+    grad_sq: torch.Tensor | None = None,
+) -> Reply:
+    """Do the round's client ``task`` on a trained model and encode what goes back.
+
+    ``packed`` holds the trained kept values under ``mask`` (the one received). One
+    function for every front door, so the simulator and a Flower client send the
+    same bytes for the same training.
+    """
+    update = finish_client(task, packed, mask, grad_mean, grad_sq)
+    encoded = encode_reply(
+        update.packed,
+        state,
+        round=round,
+        num_samples=num_samples,
+        train_loss=train_loss,
+        dtype=dtype,
+        layout=layout,
+        own_mask=update.mask if update.own_mask else None,
+    )
+    statistics = None
+    if update.importance is not None:
+        statistics = encode_statistics(
+            update.importance, state, round=round, num_samples=num_samples, layout=layout
+        )
+    return Reply(encoded, update.mask, statistics)

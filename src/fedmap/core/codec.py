@@ -143,6 +143,18 @@ def encode(message: Message, fingerprint: int) -> Encoded:
     return Encoded(data=data, mask_nbytes=len(mask), values_nbytes=len(values))
 
 
+def measure(data: bytes) -> Encoded:
+    """How a received message's bytes split into header, mask and values (for the ledger).
+
+    Reads the header only; :func:`decode` still has to validate the message.
+    """
+    if len(data) < HEADER_NBYTES:
+        raise CodecError(f"message of {len(data)} bytes is shorter than the header")
+    fields = _HEADER.unpack_from(data)
+    code, count, mask_nbytes = fields[3], fields[8], fields[12]
+    return Encoded(bytes(data), mask_nbytes, count * itemsize(_dtype_name(code)))
+
+
 def decode(data: bytes, fingerprint: int, num_prunable: int) -> Message:
     """Parse and check one message; every malformation raises :class:`CodecError`."""
     if not isinstance(data, (bytes, bytearray, memoryview)):

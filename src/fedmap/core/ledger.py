@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from fedmap.core.codec import Encoded, itemsize
@@ -65,6 +65,39 @@ def ledger_entry(
         bitmap=header + (layout.num_prunable + 7) // 8 + mask.num_kept * size,
         coo=header + kept_prunable * (COO_INDEX_NBYTES + size) + dense_rest * size,
     )
+
+
+def statistics_entry(encoded: Encoded, update: LedgerEntry) -> LedgerEntry:
+    """Price a statistics message (PruneFL's importance) sent beside the reply ``update``.
+
+    Dense FedAvg, the reference, sends no such message (``dense = 0``); every other
+    coding of the method sends it whole.
+    """
+    total = len(encoded.data)
+    return replace(
+        update,
+        header=encoded.header_nbytes,
+        mask=0,
+        values=encoded.values_nbytes,
+        total=total,
+        dense=0,
+        bitmap=total,
+        coo=total,
+    )
+
+
+def dense_entry(
+    nbytes: int, *, round: int, client: int, direction: str, mask: Mask, dtype: str
+) -> LedgerEntry:
+    """A message of a plain dense Flower client: ``nbytes`` of tensors, no header, no mask.
+
+    The alternatives are priced as for any message on ``mask``, so the columns stay
+    comparable; ``total`` is what the dense client really sent or received.
+    """
+    priced = ledger_entry(
+        Encoded(b"", 0, 0), round=round, client=client, direction=direction, mask=mask, dtype=dtype
+    )
+    return replace(priced, header=0, mask=0, values=nbytes, total=nbytes)
 
 
 @dataclass(frozen=True)

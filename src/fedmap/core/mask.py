@@ -8,9 +8,11 @@ mask, which lets server and simulated clients share one object once they agree.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch
 
 from fedmap.core.layout import Layout
@@ -89,6 +91,16 @@ class Mask:
     def same_as(self, other: Mask) -> bool:
         """Exact equality of layout and bits."""
         return self.layout == other.layout and bool(torch.equal(self.flat, other.flat))
+
+    @cached_property
+    def digest(self) -> str:
+        """First 16 hex digits of the SHA-256 of the packed mask bits.
+
+        Two runs (the simulator and a Flower deployment, say) held the same mask in a
+        round exactly when their digests match; cached, since masks are immutable.
+        """
+        bits = np.packbits(self.flat.numpy().astype(np.uint8))
+        return hashlib.sha256(bits.tobytes()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         """Named bool tensors (views), for training code that works per parameter."""

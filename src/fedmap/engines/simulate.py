@@ -16,21 +16,25 @@ between rounds, so a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from fedmap.client.protocol import ClientState, encode_reply, encode_statistics, receive_downlink
-from fedmap.client.rules import finish_client
+from fedmap.client.protocol import ClientState, make_reply, receive_downlink
 from fedmap.client.train import TrainConfig
 from fedmap.core.codec import Message
-from fedmap.core.ledger import LedgerEntry, RoundBytes, ledger_entry, sum_entries
+from fedmap.core.ledger import (
+    LedgerEntry,
+    RoundBytes,
+    ledger_entry,
+    statistics_entry,
+    sum_entries,
+)
 from fedmap.core.mask import Mask, pack
 from fedmap.engines.base import Engine, RoundConfig
 from fedmap.engines.evaluation import Evaluation, Evaluator
@@ -84,6 +88,8 @@ class RoundRecord:
     attempts: int = 1
     sim_time_s: float = 0.0
     events: tuple[Event, ...] = ()
+    mask_sha: str = ""  # digest of the global mask after the round: runs compare masks by it
+    extra: dict[str, Any] = field(default_factory=dict)  # front-door columns (Flower's wire)
 
 
 def sample_clients(
@@ -122,25 +128,27 @@ class _Attempt:
     participants: list[int]
 
 
-class Simulation:
+class RoundLoop:
     """The round loop and its memory (client states, byte totals), resumable between rounds.
+
+    How a round's messages reach clients is the subclass's :meth:`_attempt`: the
+    simulator trains them in-process (:class:`Simulation`), the Flower app sends them
+    over Flower's wire. Planning, retries, aggregation, evaluation and the record
+    are the same code for both.
 
     Parameters
     ----------
-    server, engine, evaluator
-        The protocol's server, how clients are trained, how the model is scored.
+    server, evaluator
+        The protocol's server and how the model is scored.
     num_clients, fraction, train, seed
         Population, share sampled per round, local SGD settings, run seed.
     faults
         Dropouts, stragglers, retries and attackers (none by default).
-    intruder
-        Optional source of extra hostile replies (tests and fuzzing).
     """
 
     def __init__(
         self,
         server: Server,
-        engine: Engine,
         evaluator: Evaluator,
         *,
         num_clients: int,
@@ -148,17 +156,14 @@ class Simulation:
         train: TrainConfig,
         seed: int,
         faults: FaultModel | None = None,
-        intruder: Intruder | None = None,
     ) -> None:
         self.server = server
-        self.engine = engine
         self.evaluator = evaluator
         self.num_clients = num_clients
         self.fraction = fraction
         self.train = train
         self.seed = seed
         self.faults = faults or FaultModel()
-        self.intruder = intruder
         self.states: dict[int, ClientState] = {}
         self.round = 0  # last finished round
         self.bytes_cum = 0
@@ -241,7 +246,101 @@ class Simulation:
             attempts=attempt + 1,
             sim_time_s=sim_time,
             events=tuple(events),
+            mask_sha=server.model.mask.digest,
+            extra=self._round_extra(rnd),
         )
+
+    def _attempt(
+        self,
+        rnd: int,
+        attempt: int,
+        cohort: list[int],
+        fates: dict[int, Fate],
+        ledger: list[LedgerEntry],
+        events: list[Event],
+        counts: dict[str, int],
+    ) -> _Attempt:
+        """Send the round to ``cohort``, collect, validate and screen the replies."""
+        raise NotImplementedError
+
+    def _round_extra(self, rnd: int) -> dict[str, Any]:
+        """Extra metrics columns of round ``rnd`` (the Flower app adds its wire bytes)."""
+        return {}
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to continue after the last finished round (server included)."""
+        tensors, server_meta = self.server.state_dict()
+        masks: dict[int, Mask] = {}
+        for state in self.states.values():
+            if state.mask is not None:
+                masks.setdefault(state.epoch, state.mask)
+        for epoch, mask in masks.items():
+            tensors[f"client_mask.{epoch}"] = mask.prunable_bits()
+        meta = {
+            "round": self.round,
+            "bytes_cum": self.bytes_cum,
+            "wall_s": self.wall_s,
+            "client_epochs": {str(c): s.epoch for c, s in sorted(self.states.items())},
+            "server": server_meta,
+        }
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned; the next :meth:`run` starts after it."""
+        self.server.load_state_dict(tensors, meta["server"])
+        layout, current = self.server.layout, self.server.model
+        masks: dict[int, Mask] = {}
+        self.states = {}
+        for client, epoch in meta["client_epochs"].items():
+            if epoch not in masks:
+                bits = tensors.get(f"client_mask.{epoch}")
+                if bits is None:
+                    raise ProtocolError(f"checkpoint lacks the mask of epoch {epoch}")
+                mask = Mask.from_prunable_bits(layout, bits)
+                masks[epoch] = current.mask if mask.same_as(current.mask) else mask
+            self.states[int(client)] = ClientState(int(epoch), masks[epoch])
+        self.round = int(meta["round"])
+        self.bytes_cum = int(meta["bytes_cum"])
+        self.wall_s = float(meta["wall_s"])
+
+
+class Simulation(RoundLoop):
+    """The round loop with clients trained in this process by an engine.
+
+    Parameters
+    ----------
+    server, engine, evaluator
+        The protocol's server, how clients are trained, how the model is scored.
+    num_clients, fraction, train, seed, faults
+        As for :class:`RoundLoop`.
+    intruder
+        Optional source of extra hostile replies (tests and fuzzing).
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        engine: Engine,
+        evaluator: Evaluator,
+        *,
+        num_clients: int,
+        fraction: float,
+        train: TrainConfig,
+        seed: int,
+        faults: FaultModel | None = None,
+        intruder: Intruder | None = None,
+    ) -> None:
+        super().__init__(
+            server,
+            evaluator,
+            num_clients=num_clients,
+            fraction=fraction,
+            train=train,
+            seed=seed,
+            faults=faults,
+        )
+        self.engine = engine
+        self.intruder = intruder
 
     def _attempt(
         self,
@@ -312,49 +411,32 @@ class Simulation:
             packed = result.packed.float()
             if result.client_id in faults.attackers:
                 packed = attack_update(packed, start, faults.attack, faults.attack_scale)
-            update = finish_client(task, packed, model.mask, result.grad_mean, result.grad_sq)
-            state = self.states[result.client_id]
-            encoded = encode_reply(
-                update.packed,
-                state,
+            reply = make_reply(
+                task,
+                packed,
+                model.mask,
+                self.states[result.client_id],
                 round=rnd,
                 num_samples=result.num_samples,
                 train_loss=result.train_loss,
                 dtype=dtype,
                 layout=layout,
-                own_mask=update.mask if update.own_mask else None,
+                grad_mean=result.grad_mean,
+                grad_sq=result.grad_sq,
             )
             entry = ledger_entry(
-                encoded,
+                reply.update,
                 round=rnd,
                 client=result.client_id,
                 direction="up",
-                mask=update.mask,
+                mask=reply.mask,
                 dtype=dtype,
             )
             ledger.append(entry)
-            sent.append((result.client_id, encoded.data))
-            if update.importance is not None:  # PruneFL: a second message, priced as well
-                stats = encode_statistics(
-                    update.importance,
-                    state,
-                    round=rnd,
-                    num_samples=result.num_samples,
-                    layout=layout,
-                )
-                ledger.append(
-                    dataclasses.replace(
-                        entry,
-                        header=stats.header_nbytes,
-                        mask=0,
-                        values=stats.values_nbytes,
-                        total=len(stats.data),
-                        dense=0,  # dense FedAvg (the reference) sends no such message;
-                        bitmap=len(stats.data),  # other codings of this method send it whole
-                        coo=len(stats.data),
-                    )
-                )
-                statistics[result.client_id] = stats.data
+            sent.append((result.client_id, reply.update.data))
+            if reply.statistics is not None:  # PruneFL: a second message, priced as well
+                ledger.append(statistics_entry(reply.statistics, entry))
+                statistics[result.client_id] = reply.statistics.data
         if self.intruder is not None:
             sent += self.intruder(rnd, list(sent))
         accepted = []
@@ -378,42 +460,6 @@ class Simulation:
             events.append(Event(rnd, attempt, client, "rejected", reason))
         events += [Event(rnd, attempt, c, "capped", reason) for c, reason in screening.capped]
         return _Attempt(screening.accepted, participants)
-
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Everything needed to continue after the last finished round (server included)."""
-        tensors, server_meta = self.server.state_dict()
-        masks: dict[int, Mask] = {}
-        for state in self.states.values():
-            if state.mask is not None:
-                masks.setdefault(state.epoch, state.mask)
-        for epoch, mask in masks.items():
-            tensors[f"client_mask.{epoch}"] = mask.prunable_bits()
-        meta = {
-            "round": self.round,
-            "bytes_cum": self.bytes_cum,
-            "wall_s": self.wall_s,
-            "client_epochs": {str(c): s.epoch for c, s in sorted(self.states.items())},
-            "server": server_meta,
-        }
-        return tensors, meta
-
-    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned; the next :meth:`run` starts after it."""
-        self.server.load_state_dict(tensors, meta["server"])
-        layout, current = self.server.layout, self.server.model
-        masks: dict[int, Mask] = {}
-        self.states = {}
-        for client, epoch in meta["client_epochs"].items():
-            if epoch not in masks:
-                bits = tensors.get(f"client_mask.{epoch}")
-                if bits is None:
-                    raise ProtocolError(f"checkpoint lacks the mask of epoch {epoch}")
-                mask = Mask.from_prunable_bits(layout, bits)
-                masks[epoch] = current.mask if mask.same_as(current.mask) else mask
-            self.states[int(client)] = ClientState(int(epoch), masks[epoch])
-        self.round = int(meta["round"])
-        self.bytes_cum = int(meta["bytes_cum"])
-        self.wall_s = float(meta["wall_s"])
 
 
 def _check_agreement(

@@ -34,7 +34,7 @@ from fedmap.engines.base import Engine
 from fedmap.engines.evaluation import Evaluator
 from fedmap.engines.faults import FaultModel, choose_attackers
 from fedmap.engines.sequential import SequentialEngine
-from fedmap.engines.simulate import Intruder, Simulation
+from fedmap.engines.simulate import Intruder, RoundLoop, RoundRecord, Simulation
 from fedmap.engines.vectorized import VectorizedEngine, default_chunk, unbatchable_reason
 from fedmap.errors import ConfigError
 from fedmap.models import build_model, prunable_names, transmitted_names
@@ -47,7 +47,7 @@ from fedmap.runs.checkpoint import (
 )
 from fedmap.runs.config import Config, dump_toml
 from fedmap.runs.export import save_model
-from fedmap.runs.metrics import MetricsWriter, append_events, metrics_row, read_metrics
+from fedmap.runs.metrics import COLUMNS, MetricsWriter, append_events, metrics_row, read_metrics
 from fedmap.strategies.base import DenseStrategy, Strategy
 from fedmap.strategies.feddst import FedDSTStrategy
 from fedmap.strategies.fedmap import FedMapStrategy
@@ -166,10 +166,10 @@ def make_strategy(config: Config, initial_values: torch.Tensor) -> Strategy:
     raise ConfigError(f"pruning.method: {p.method!r} is not implemented")
 
 
-def build_simulation(experiment: Experiment, intruder: Intruder | None = None) -> Simulation:
-    """Server, engine, evaluator and fault model for ``experiment``, wired into the round loop."""
-    config, device, data = experiment.config, experiment.device, experiment.dataset
-    server = Server(
+def build_server(experiment: Experiment) -> Server:
+    """The protocol's server for ``experiment`` (every front door builds it here)."""
+    config = experiment.config
+    return Server(
         make_strategy(config, experiment.initial_values),
         experiment.layout,
         experiment.initial_values,
@@ -178,10 +178,26 @@ def build_simulation(experiment: Experiment, intruder: Intruder | None = None) -
         trim_fraction=config.aggregation.trim_fraction,
         norm_threshold=config.aggregation.norm_threshold,
     )
+
+
+def build_evaluator(experiment: Experiment) -> Evaluator:
+    """Central test set plus every client's local test split, on the experiment's device."""
+    device, data = experiment.device, experiment.dataset
+    return Evaluator(
+        experiment.model,
+        experiment.layout,
+        (_to_device(data.x_test, device), data.y_test.to(device)),
+        _local_test_pool(experiment, device),
+        len(experiment.clients),
+    )
+
+
+def build_engine(experiment: Experiment) -> Engine:
+    """The engine that trains clients in this process (all of them, or one Flower node's)."""
+    config, device, data = experiment.config, experiment.device, experiment.dataset
     indices = [torch.from_numpy(c.train_idx) for c in experiment.clients]
-    engine: Engine
     if experiment.engine == "vectorized":  # data stays put; a round's is moved in one go
-        engine = VectorizedEngine(
+        return VectorizedEngine(
             experiment.model,
             experiment.layout,
             data.x_train,
@@ -191,37 +207,45 @@ def build_simulation(experiment: Experiment, intruder: Intruder | None = None) -
             chunk=config.cohort_chunk or default_chunk(device, experiment.layout.numel),
             compile=config.compile,
         )
-    else:
-        x_train, y_train = _to_device(data.x_train, device), data.y_train.to(device)
-        engine = SequentialEngine(experiment.model, experiment.layout, x_train, y_train, indices)
-    evaluator = Evaluator(
-        experiment.model,
-        experiment.layout,
-        (_to_device(data.x_test, device), data.y_test.to(device)),
-        _local_test_pool(experiment, device),
-        len(experiment.clients),
+    x_train, y_train = _to_device(data.x_train, device), data.y_train.to(device)
+    return SequentialEngine(experiment.model, experiment.layout, x_train, y_train, indices)
+
+
+def train_config(config: Config) -> TrainConfig:
+    """Local SGD settings from the ``[client]`` section."""
+    c = config.client
+    return TrainConfig(c.epochs, c.batch_size, c.lr, c.momentum, c.weight_decay)
+
+
+def fault_model(config: Config, num_clients: int) -> FaultModel:
+    """Simulated faults, retries and attackers from the ``[faults]`` section."""
+    f = config.faults
+    return FaultModel(
+        dropout=f.dropout,
+        straggler_fraction=f.straggler_fraction,
+        deadline_s=f.deadline_s,
+        min_clients=f.min_clients,
+        max_attempts=f.max_attempts,
+        attack=f.attack,
+        attackers=choose_attackers(num_clients, f.attacker_fraction, config.seed)
+        if f.attack != "none"
+        else frozenset(),
+        attack_scale=f.attack_scale,
     )
-    c, f = config.client, config.faults
+
+
+def build_simulation(experiment: Experiment, intruder: Intruder | None = None) -> Simulation:
+    """Server, engine, evaluator and fault model for ``experiment``, wired into the round loop."""
+    config = experiment.config
     return Simulation(
-        server,
-        engine,
-        evaluator,
+        build_server(experiment),
+        build_engine(experiment),
+        build_evaluator(experiment),
         num_clients=len(experiment.clients),
-        fraction=c.fraction,
-        train=TrainConfig(c.epochs, c.batch_size, c.lr, c.momentum, c.weight_decay),
+        fraction=config.client.fraction,
+        train=train_config(config),
         seed=config.seed,
-        faults=FaultModel(
-            dropout=f.dropout,
-            straggler_fraction=f.straggler_fraction,
-            deadline_s=f.deadline_s,
-            min_clients=f.min_clients,
-            max_attempts=f.max_attempts,
-            attack=f.attack,
-            attackers=choose_attackers(len(experiment.clients), f.attacker_fraction, config.seed)
-            if f.attack != "none"
-            else frozenset(),
-            attack_scale=f.attack_scale,
-        ),
+        faults=fault_model(config, len(experiment.clients)),
         intruder=intruder,
     )
 
@@ -233,32 +257,47 @@ def run(
     *,
     checkpoint: Checkpoint | None = None,
     intruder: Intruder | None = None,
+    loop: RoundLoop | None = None,
+    extra_columns: tuple[str, ...] = (),
+    on_record: Callable[[RoundRecord], None] | None = None,
+    summary_extra: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run all rounds (after ``checkpoint``'s, if given), writing the run directory as it goes."""
+    """Run all rounds (after ``checkpoint``'s, if given), writing the run directory as it goes.
+
+    ``loop`` replaces the in-process simulation (the Flower app passes its own, which
+    adds ``extra_columns`` to every row and does not checkpoint: a Flower run
+    cannot be resumed, its clients' memory lives on their nodes). ``on_record``
+    sees every round's full record; ``summary_extra`` adds keys to ``summary.json``.
+    """
     config = experiment.config
     data = experiment.dataset
     write_partition_csv(
         run_dir / "partition.csv", experiment.clients, data.y_train.numpy(), data.num_classes
     )
-    simulation = build_simulation(experiment, intruder)
+    simulation = build_simulation(experiment, intruder) if loop is None else loop
     if checkpoint is None:
         _truncate_round_files(run_dir, dict.fromkeys(ROUND_FILES, 0))
     else:
         _restore(simulation, checkpoint, run_dir, config)
-    writer = MetricsWriter(run_dir)
+    writer = MetricsWriter(run_dir, COLUMNS + extra_columns)
     try:
         for record in simulation.run(config.rounds):
             row = metrics_row(record)
             writer.write(row)
             append_csv(run_dir / "ledger.csv", record.ledger)
             append_events(run_dir / "events.jsonl", record.events)
-            if record.round % config.checkpoint_every == 0 or record.round == config.rounds:
+            due = record.round % config.checkpoint_every == 0 or record.round == config.rounds
+            if due and loop is None:
                 _save(simulation, run_dir, config)
+            if on_record is not None:
+                on_record(record)
             if on_round is not None:
                 on_round(row)
     finally:
         writer.close()
     summary = summarise(read_metrics(run_dir), experiment, simulation.wall_s)
+    if summary_extra is not None:
+        summary.update(summary_extra())
     server = simulation.server
     final = simulation.evaluator.evaluate(server.model.values)  # the final model, per client
     write_client_accuracy(run_dir / "client_accuracy.csv", final.client_accuracy)
@@ -288,7 +327,7 @@ def config_digest(config: Config) -> str:
     return hashlib.sha256(dump_toml(config).encode()).hexdigest()
 
 
-def _save(simulation: Simulation, run_dir: Path, config: Config) -> None:
+def _save(simulation: RoundLoop, run_dir: Path, config: Config) -> None:
     for name in ROUND_FILES:  # on disk before a checkpoint vouches for their lengths
         fsync_file(run_dir / name)
     tensors, meta = simulation.state_dict()
@@ -313,7 +352,7 @@ def check_config(checkpoint: Checkpoint, config: Config, run_dir: Path) -> None:
         )
 
 
-def _restore(simulation: Simulation, checkpoint: Checkpoint, run_dir: Path, config: Config) -> None:
+def _restore(simulation: RoundLoop, checkpoint: Checkpoint, run_dir: Path, config: Config) -> None:
     meta = checkpoint.meta
     check_config(checkpoint, config, run_dir)
     simulation.load_state_dict(checkpoint.tensors, meta)

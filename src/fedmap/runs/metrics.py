@@ -50,6 +50,7 @@ COLUMNS = (
     "discarded",
     "attempts",
     "sim_time_s",
+    "mask_sha",
 )
 
 
@@ -88,18 +89,20 @@ def metrics_row(record: RoundRecord) -> dict[str, Any]:
         "discarded": record.discarded,
         "attempts": record.attempts,
         "sim_time_s": round(record.sim_time_s, 4),
+        "mask_sha": record.mask_sha,
+        **record.extra,
     }
 
 
 class MetricsWriter:
     """Appends rows to ``metrics.jsonl`` and ``metrics.csv`` in ``run_dir``."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, columns: tuple[str, ...] = COLUMNS) -> None:
         self.jsonl = (run_dir / "metrics.jsonl").open("a")
         csv_path = run_dir / "metrics.csv"
         is_new = not csv_path.exists() or csv_path.stat().st_size == 0
         self.csv_file = csv_path.open("a", newline="")
-        self.csv = csv.DictWriter(self.csv_file, fieldnames=COLUMNS)
+        self.csv = csv.DictWriter(self.csv_file, fieldnames=columns)
         if is_new:
             self.csv.writeheader()
 

@@ -305,6 +305,41 @@ def best_within(groups: list[Group]) -> list[dict[str, str]]:
     ]
 
 
+def flower_rows(groups: list[Group]) -> list[dict[str, str]]:
+    """Per group of runs made over Flower: what one client's local round cost, and the framing."""
+    rows = []
+    for g in groups:
+        runs = [r for r in g.runs if "flower" in r.summary]
+        if not runs:
+            continue
+        flower = [r.summary["flower"] for r in runs]
+
+        def over(key: str, stat: str, flower: list[dict[str, Any]] = flower) -> list[float]:
+            return [float(f[key][stat]) for f in flower if f.get(key)]
+
+        framing = [f["framing_bytes_per_message"] for f in flower]
+        ledger = [float(r.summary["bytes_total"]) for r in runs]
+        wire = [float(f["bytes_total"]) for f in flower]
+        rows.append(
+            {
+                "setting": g.setting,
+                "method": g.label,
+                "runs": str(len(runs)),
+                "client CPU s per round": fmt(over("client_cpu_s", "mean"), scale=1.0),
+                "client wall s per round": fmt(over("client_train_s", "mean"), scale=1.0),
+                "peak RSS MB (max)": fmt(over("client_peak_rss_mb", "max"), scale=1.0, digits=0),
+                "client kB per round": fmt(over("client_bytes_per_round", "mean"), scale=1e-3),
+                "Flower framing B/message": (
+                    f"{min(f['min'] for f in framing)}-{max(f['max'] for f in framing)}"
+                ),
+                "Flower MB / ledger MB": fmt(
+                    [w / b for w, b in zip(wire, ledger, strict=True)], scale=1.0, digits=3
+                ),
+            }
+        )
+    return rows
+
+
 def markdown_table(rows: list[dict[str, str]]) -> str:
     """A GitHub-flavoured Markdown table."""
     if not rows:
@@ -326,6 +361,8 @@ def html_table(rows: list[dict[str, str]]) -> str:
     )
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
 
+
+FLOWER_CAPTION = "Runs over Flower: per-client cost of a local round, and Flower's framing"
 
 FIGURES = (
     ("accuracy_vs_round.png", "Test accuracy per round (mean over seeds, band: ± std)"),
@@ -363,6 +400,9 @@ def write_report(paths: list[Path], out: Path) -> tuple[Path, list[str]]:
         "## Highest sparsity within 1 point of dense FedAvg\n",
         markdown_table(within),
     ]
+    flower = flower_rows(groups)
+    if flower:
+        md += [f"## {FLOWER_CAPTION}\n", markdown_table(flower)]
     md += [f"## {caption}\n\n![{caption}]({name})\n" for name, caption in figures]
     md_path = out / "report.md"
     md_path.write_text("\n".join(md))
@@ -379,7 +419,8 @@ def write_report(paths: list[Path], out: Path) -> tuple[Path, list[str]]:
         "figure{margin:2em 0}</style></head><body><h1>fedmap report</h1>"
         f"<p>{html.escape(md[1])}</p><h2>Results</h2>{html_table(rows)}"
         f"<h2>Highest sparsity within 1 point of dense FedAvg</h2>{html_table(within)}"
-        f"{figure_html}</body></html>"
+        + (f"<h2>{html.escape(FLOWER_CAPTION)}</h2>{html_table(flower)}" if flower else "")
+        + f"{figure_html}</body></html>"
     )
     (out / "report.html").write_text(page)
     return md_path, warnings

@@ -1,0 +1,1 @@
+"""FedMap on Flower."""

@@ -1,0 +1,523 @@
+"""The FedMap strategy on Flower's Message API, and the round loop that drives it.
+
+:class:`FedMapFlowerStrategy` is a Flower ``Strategy``: ``configure_train`` turns
+the round's plan into one message per node (FedMap bytes, or full tensors for a
+plain dense client), ``aggregate_train`` validates every reply with the same
+:class:`~fedmap.strategies.server.Server` the simulator uses. :class:`FlowerRounds`
+is the simulator's round loop (:class:`~fedmap.engines.simulate.RoundLoop`) with
+those two calls as its transport, so planning, retries, aggregation, evaluation
+and the metrics are one code path for both front doors.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedmap.client.protocol import NEW_CLIENT_EPOCH
+from fedmap.client.train import TrainConfig
+from fedmap.core.codec import UPLINK, Encoded, encode, measure
+from fedmap.core.codec import Message as FedMapMessage
+from fedmap.core.ledger import LedgerEntry, dense_entry, ledger_entry, statistics_entry
+from fedmap.core.mask import pack
+from fedmap.engines.evaluation import Evaluator
+from fedmap.engines.faults import Fate, FaultModel
+from fedmap.engines.simulate import Event, RoundLoop, _Attempt
+from fedmap.errors import CodecError, ProtocolError, UpdateRejected
+from fedmap.flower.wire import (
+    DENSE_TRAIN,
+    HELLO,
+    TRAIN,
+    fedmap_content,
+    fedmap_fields,
+    flower_nbytes,
+    from_array_record,
+    to_array_record,
+)
+from fedmap.strategies.server import Server
+
+log = logging.getLogger(__name__)
+NODE_UNAVAILABLE = 5  # flwr ErrorCode: the SuperLink gave up on a node's heartbeat
+
+# Columns the Flower run adds to every metrics row.
+FLOWER_COLUMNS = (
+    "flower_bytes_up",
+    "flower_bytes_down",
+    "flower_bytes_cum",
+    "flower_framing_max",
+    "flower_control_bytes",
+    "nodes",
+    "client_cpu_s_mean",
+    "client_peak_rss_mb_max",
+)
+
+
+@dataclass
+class Node:
+    """A Flower node as the server knows it."""
+
+    node_id: int
+    client: int  # partition id (FedMap node), or the node id (plain dense node)
+    dense: bool
+    epoch: int = NEW_CLIENT_EPOCH
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    """One node's share of one round: bytes both ways (ledger and Flower) and its cost."""
+
+    round: int
+    node_id: int
+    client: int
+    kind: str  # "fedmap" or "dense"
+    ledger_down: int
+    flower_down: int
+    ledger_up: int = 0
+    flower_up: int = 0
+    cpu_s: float = float("nan")
+    train_s: float = float("nan")
+    peak_rss_mb: float = float("nan")
+
+
+@dataclass
+class _Scratch:
+    """One attempt's bookkeeping, shared by configure_train and aggregate_train."""
+
+    ledger: list[LedgerEntry]
+    events: list[Event]
+    counts: dict[str, int]
+    attempt: int
+    sent: dict[int, Node] = field(default_factory=dict)  # by node id
+    messages: list[Message] = field(default_factory=list)  # as sent (Flower sets their ids)
+    costs: dict[int, NodeCost] = field(default_factory=dict)
+    accepted: list[tuple[int, FedMapMessage]] = field(default_factory=list)
+
+
+class FedMapFlowerStrategy(Strategy):
+    """FedMap (and every baseline) as a Flower strategy around a :class:`Server`.
+
+    Parameters
+    ----------
+    server
+        The protocol's server (the same object the simulator would build).
+    config_toml
+        The resolved run config, sent to each new node in its hello.
+    timeout_s
+        How long a round waits for replies (a dead node's message is given up then).
+    """
+
+    def __init__(self, server: Server, config_toml: str, *, timeout_s: float = 120.0) -> None:
+        self.server = server
+        self.config_toml = config_toml
+        self.timeout_s = timeout_s
+        self.nodes: dict[int, Node] = {}
+        self.scratch: _Scratch | None = None
+        self.control_bytes = 0  # hellos: outside the ledger, inside Flower's bytes
+
+    def summary(self) -> None:
+        """Log what runs (Flower calls this when a strategy starts)."""
+        log.info("FedMap strategy: %s, timeout %.0f s", self.server.strategy.name, self.timeout_s)
+
+    def discover(self, grid: Grid) -> None:
+        """Greet nodes seen for the first time; forget nodes that left.
+
+        A FedMap node answers with its partition and the mask epoch it holds; a
+        plain Flower client has no such handler and answers with an error, which
+        marks it dense. A node that took over a partition (a restarted node has a
+        new id) replaces the old holder.
+        """
+        present = set(grid.get_node_ids())
+        for gone in set(self.nodes) - present:
+            del self.nodes[gone]
+        new = sorted(present - set(self.nodes))
+        if not new:
+            return
+        messages = [
+            Message(fedmap_content({"config": self.config_toml}), dst_node_id=n, message_type=HELLO)
+            for n in new
+        ]
+        self.control_bytes += sum(flower_nbytes(m) for m in messages)
+        for reply in grid.send_and_receive(messages, timeout=self.timeout_s):
+            self.control_bytes += flower_nbytes(reply)
+            node_id = destination(reply, messages)
+            if node_id is None:
+                continue
+            if reply.has_error() and reply.error.code == NODE_UNAVAILABLE:
+                continue  # gone before it could answer: greeted again when it is back
+            if reply.has_error():
+                log.info("node %d has no FedMap hello handler: a plain dense client", node_id)
+                self.nodes[node_id] = Node(node_id, node_id, dense=True)
+                continue
+            fields = fedmap_fields(reply)
+            partition = int(fields["partition"])
+            for other in [n for n in self.nodes.values() if n.client == partition and not n.dense]:
+                del self.nodes[other.node_id]
+            self.nodes[node_id] = Node(node_id, partition, False, int(fields["epoch"]))
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """One message per sampled FedMap node and per dense node (``arrays`` is unused).
+
+        The cohort is fixed beforehand in ``config["cohort"]`` (partition ids, as
+        the simulator samples them); a sampled partition no node holds is dropped.
+        """
+        scratch, server = self._scratch(), self.server
+        dtype = server.dtype
+        by_partition = {n.client: n for n in self.nodes.values() if not n.dense}
+        messages = []
+        for client in [int(c) for c in config["cohort"]]:  # type: ignore[union-attr]
+            node = by_partition.get(client)
+            if node is None:
+                scratch.counts["dropped"] += 1
+                scratch.events.append(
+                    Event(server_round, scratch.attempt, client, "dropped", "no node online")
+                )
+                continue
+            encoded, sent_mask = server.downlink(node.epoch, client)
+            scratch.ledger.append(
+                ledger_entry(
+                    encoded,
+                    round=server_round,
+                    client=client,
+                    direction="down",
+                    mask=sent_mask,
+                    dtype=dtype,
+                )
+            )
+            scratch.counts["bootstraps"] += encoded.mask_nbytes > 0
+            messages.append(self._train_message(node, encoded, server_round))
+        for node in [n for n in self.nodes.values() if n.dense]:  # take part in every round
+            server.downlink(server.model.epoch, node.client)  # registers it as expected
+            record = to_array_record(server.model.values, server.layout)
+            nbytes = sum(a.numpy().nbytes for a in record.values())
+            entry = dense_entry(
+                nbytes,
+                round=server_round,
+                client=node.client,
+                direction="down",
+                mask=server.model.mask,
+                dtype=dtype,
+            )
+            scratch.ledger.append(entry)
+            train = ConfigRecord({"fedmap-config": self.config_toml})
+            message = Message(
+                RecordDict({"arrays": record, "config": train}),
+                dst_node_id=node.node_id,
+                message_type=DENSE_TRAIN,
+            )
+            self._sent(scratch, node, message, server_round, nbytes)
+            messages.append(message)
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate each reply with the server and screen the cohort; aggregation waits.
+
+        The global model changes only in :meth:`Server.finish_round`, after the
+        loop knows the attempt had enough valid replies; so nothing is returned.
+        """
+        scratch, server = self._scratch(), self.server
+        accepted: list[tuple[int, FedMapMessage]] = []
+        # Arrival order is the network's; aggregation in client order keeps a run
+        # reproducible (and equal to the simulator's, which trains the cohort in order).
+        replies = sorted(replies, key=lambda r: self._client_of(r, scratch))
+        for reply in replies:
+            node = scratch.sent.get(destination(reply, scratch.messages) or -1)
+            if node is None:
+                continue
+            cost = scratch.costs[node.node_id]
+            cost_fields = _cost(reply)
+            scratch.costs[node.node_id] = NodeCost(
+                **{**cost.__dict__, "flower_up": flower_nbytes(reply), **cost_fields}
+            )
+            try:
+                data, stats = self._reply_bytes(reply, node, server_round)
+            except (ProtocolError, CodecError, KeyError, ValueError, TypeError) as error:
+                if reply.has_error():  # the node failed (or died): it did not answer
+                    scratch.counts["dropped"] += 1
+                    kind = "dropped"
+                    # A restarted node may keep its id (auth keys fix it) but not its
+                    # memory: greet it again, so it reports its epoch and is bootstrapped.
+                    self.nodes.pop(node.node_id, None)
+                else:
+                    scratch.counts["rejected"] += 1
+                    kind = "rejected"
+                scratch.events.append(
+                    Event(server_round, scratch.attempt, node.client, kind, str(error))
+                )
+                continue
+            try:
+                message = server.read_reply(data, node.client)
+            except UpdateRejected as error:
+                message = None
+                scratch.counts["rejected"] += 1
+                scratch.events.append(
+                    Event(server_round, scratch.attempt, node.client, "rejected", str(error))
+                )
+            entry = self._uplink_entry(reply, node, data, server_round, message)
+            scratch.ledger.append(entry)
+            cost = scratch.costs[node.node_id]
+            scratch.costs[node.node_id] = NodeCost(**{**cost.__dict__, "ledger_up": entry.total})
+            if message is None:
+                continue
+            node.epoch = message.epoch
+            self._check_mask(reply, node, server_round)
+            accepted.append((node.client, message))
+            if stats is not None:
+                scratch.ledger.append(statistics_entry(measure(stats), entry))
+                try:
+                    server.read_statistics(stats, node.client)
+                except UpdateRejected as error:  # the update stands; only its scores are lost
+                    scratch.events.append(
+                        Event(server_round, scratch.attempt, node.client, "rejected", str(error))
+                    )
+        replied = {destination(r, scratch.messages) for r in replies}
+        for node in [n for n in scratch.sent.values() if n.node_id not in replied]:
+            scratch.counts["late"] += 1
+            scratch.events.append(
+                Event(server_round, scratch.attempt, node.client, "late", "no reply in time")
+            )
+            self.nodes.pop(node.node_id, None)  # it may have restarted: greet it again
+        screening = server.screen(accepted)
+        for client, reason in screening.rejected:
+            scratch.counts["rejected"] += 1
+            scratch.events.append(Event(server_round, scratch.attempt, client, "rejected", reason))
+        scratch.events += [
+            Event(server_round, scratch.attempt, c, "capped", r) for c, r in screening.capped
+        ]
+        scratch.accepted = screening.accepted
+        return None, None
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """No client-side evaluation: the server evaluates every round (as the simulator)."""
+        return []
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Nothing to aggregate (see :meth:`configure_evaluate`)."""
+        return None
+
+    @staticmethod
+    def _client_of(reply: Message, scratch: _Scratch) -> int:
+        node = scratch.sent.get(destination(reply, scratch.messages) or -1)
+        return node.client if node is not None else -1
+
+    def _train_message(self, node: Node, encoded: Encoded, server_round: int) -> Message:
+        fields: dict[str, Any] = {"message": encoded.data}
+        task = self.server.plan.task if self.server.plan is not None else None
+        if task is not None:
+            if task.prune_to is not None:
+                fields["task-prune-to"] = task.prune_to
+            fields["task-regrow"] = task.regrow
+            fields["task-importance"] = task.importance
+        message = Message(fedmap_content(fields), dst_node_id=node.node_id, message_type=TRAIN)
+        self._sent(self._scratch(), node, message, server_round, len(encoded.data))
+        return message
+
+    def _sent(
+        self, scratch: _Scratch, node: Node, message: Message, server_round: int, ledger: int
+    ) -> None:
+        scratch.sent[node.node_id] = node
+        scratch.messages.append(message)
+        kind = "dense" if node.dense else "fedmap"
+        scratch.costs[node.node_id] = NodeCost(
+            server_round, node.node_id, node.client, kind, ledger, flower_nbytes(message)
+        )
+
+    def _reply_bytes(
+        self, reply: Message, node: Node, server_round: int
+    ) -> tuple[bytes, bytes | None]:
+        """The reply as FedMap uplink bytes (a dense client's tensors are packed here)."""
+        if not node.dense:
+            fields = fedmap_fields(reply)
+            stats = fields.get("statistics")
+            return bytes(fields["update"]), None if stats is None else bytes(stats)
+        if reply.has_error():
+            raise ProtocolError(f"message carries an error: {reply.error.reason}")
+        server = self.server
+        values, _ = from_array_record(reply.content.array_records["arrays"], server.layout)
+        metrics = reply.content.metric_records["metrics"]
+        message = FedMapMessage(
+            UPLINK,
+            server_round,
+            server.model.epoch,
+            pack(values, server.model.mask),
+            server.dtype,
+            num_samples=int(metrics["num-examples"]),  # type: ignore[arg-type]
+            train_loss=float(metrics.get("train_loss", 0.0)),  # type: ignore[arg-type]
+        )
+        return encode(message, server.layout.fingerprint).data, None
+
+    def _uplink_entry(
+        self,
+        reply: Message,
+        node: Node,
+        data: bytes,
+        server_round: int,
+        message: FedMapMessage | None,
+    ) -> LedgerEntry:
+        """What the node sent, priced on the mask its values use (the model's if refused)."""
+        server = self.server
+        mask = server.model.mask if message is None else server.reply_mask(message)
+        if node.dense:  # charged what it really sent: every tensor, dense
+            _, nbytes = from_array_record(reply.content.array_records["arrays"], server.layout)
+            return dense_entry(
+                nbytes,
+                round=server_round,
+                client=node.client,
+                direction="up",
+                mask=mask,
+                dtype=server.dtype,
+            )
+        try:
+            encoded = measure(data)
+        except CodecError:  # garbage is still bytes received: charged whole, as values
+            encoded = Encoded(data, 0, len(data))
+        return ledger_entry(
+            encoded,
+            round=server_round,
+            client=node.client,
+            direction="up",
+            mask=mask,
+            dtype=server.dtype,
+        )
+
+    def _check_mask(self, reply: Message, node: Node, server_round: int) -> None:
+        """A FedMap node reports its mask's digest: it must be the server's (invariant 2)."""
+        if node.dense:
+            return
+        digest = fedmap_fields(reply).get("mask-sha")
+        if digest != self.server.model.mask.digest:
+            raise ProtocolError(
+                f"round {server_round}: node {node.node_id} (client {node.client}) holds mask "
+                f"{digest}, the server {self.server.model.mask.digest}"
+            )
+
+    def _scratch(self) -> _Scratch:
+        if self.scratch is None:
+            raise RuntimeError("FlowerRounds sets the attempt's scratch before configure_train")
+        return self.scratch
+
+
+def destination(reply: Message, sent: list[Message]) -> int | None:
+    """The node a reply answers for (None: not one of ``sent``).
+
+    Not the reply's source: when a node dies, the SuperLink itself (node id 1)
+    answers for it with a NODE_UNAVAILABLE error.
+    """
+    for message in sent:
+        if message.metadata.message_id == reply.metadata.reply_to_message_id:
+            return message.metadata.dst_node_id
+    return None
+
+
+def _cost(reply: Message) -> dict[str, float]:
+    if reply.has_error() or "cost" not in reply.content.metric_records:
+        return {}
+    cost = reply.content.metric_records["cost"]
+    return {
+        "cpu_s": float(cost["cpu-s"]),  # type: ignore[arg-type]
+        "train_s": float(cost["train-s"]),  # type: ignore[arg-type]
+        "peak_rss_mb": float(cost["peak-rss-mb"]),  # type: ignore[arg-type]
+    }
+
+
+class FlowerRounds(RoundLoop):
+    """The simulator's round loop with Flower as the transport.
+
+    Parameters
+    ----------
+    strategy
+        The Flower strategy that builds and reads the messages.
+    grid
+        Flower's grid of the running ServerApp.
+    evaluator, num_clients, fraction, train, seed, faults
+        As for :class:`~fedmap.engines.simulate.RoundLoop` (``faults`` sets
+        ``min_clients`` and ``max_attempts``; over Flower every failure is real).
+    """
+
+    def __init__(
+        self,
+        strategy: FedMapFlowerStrategy,
+        grid: Grid,
+        evaluator: Evaluator,
+        *,
+        num_clients: int,
+        fraction: float,
+        train: TrainConfig,
+        seed: int,
+        faults: FaultModel | None = None,
+    ) -> None:
+        super().__init__(
+            strategy.server,
+            evaluator,
+            num_clients=num_clients,
+            fraction=fraction,
+            train=train,
+            seed=seed,
+            faults=faults,
+        )
+        self.strategy = strategy
+        self.grid = grid
+        self.costs: list[NodeCost] = []  # this round's, every attempt
+        self.flower_cum = 0
+        self._control_seen = 0
+
+    def _attempt(
+        self,
+        rnd: int,
+        attempt: int,
+        cohort: list[int],
+        fates: dict[int, Fate],
+        ledger: list[LedgerEntry],
+        events: list[Event],
+        counts: dict[str, int],
+    ) -> _Attempt:
+        """Greet new nodes, send the round, wait for replies, validate them."""
+        if attempt == 0:
+            self.costs = []
+        strategy = self.strategy
+        strategy.discover(self.grid)
+        scratch = _Scratch(ledger, events, counts, attempt)
+        strategy.scratch = scratch
+        config = ConfigRecord({"cohort": [int(c) for c in cohort]})
+        messages = list(strategy.configure_train(rnd, ArrayRecord(), config, self.grid))
+        replies = self.grid.send_and_receive(messages, timeout=strategy.timeout_s)
+        strategy.aggregate_train(rnd, replies)
+        self.costs += list(scratch.costs.values())
+        participants = sorted(n.client for n in scratch.sent.values())
+        return _Attempt(scratch.accepted, participants)
+
+    def _round_extra(self, rnd: int) -> dict[str, Any]:
+        """Flower's bytes beside the ledger's, and what the clients' local rounds cost."""
+        up = sum(c.flower_up for c in self.costs)
+        down = sum(c.flower_down for c in self.costs)
+        control = self.strategy.control_bytes - self._control_seen
+        self._control_seen = self.strategy.control_bytes
+        self.flower_cum += up + down + control
+        framing = [c.flower_down - c.ledger_down for c in self.costs]
+        framing += [c.flower_up - c.ledger_up for c in self.costs if c.flower_up]
+        cpu = [c.cpu_s for c in self.costs if c.cpu_s == c.cpu_s]
+        rss = [c.peak_rss_mb for c in self.costs if c.peak_rss_mb == c.peak_rss_mb]
+        return {
+            "flower_bytes_up": up,
+            "flower_bytes_down": down,
+            "flower_bytes_cum": self.flower_cum,
+            "flower_framing_max": max(framing, default=0),
+            "flower_control_bytes": control,
+            "nodes": len(self.strategy.nodes),
+            "client_cpu_s_mean": round(statistics.fmean(cpu), 4) if cpu else float("nan"),
+            "client_peak_rss_mb_max": round(max(rss), 1) if rss else float("nan"),
+        }
