@@ -209,3 +209,21 @@ def test_the_report_summarises_the_per_client_cost_of_flower_runs(write_tiny, tm
     assert float(cells[3].split()[0]) > 0  # CPU seconds of a local round
     assert float(cells[5].split()[0]) > 50  # peak RSS in MB
     assert html.escape(FLOWER_CAPTION) in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_a_fedmap_node_whose_hello_fails_is_named_not_taken_for_a_dense_client(
+    write_tiny, tmp_path
+):
+    path = write_tiny(rounds=2, num_clients=2, fraction=1.0)
+    out = tmp_path / "out"
+    settings = {"config": str(path), "out": str(out)}
+    configs = {100: {"partition-id": 0}, 101: {"partition-id": 1}, 102: {"partition-id": 7}}
+    grid = LoopbackGrid({n: client_app.app for n in configs}, configs, settings)
+    from flwr.app import Context, RecordDict
+
+    server_main(grid, Context(1, 0, {}, RecordDict(), settings))
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    bad = [e for e in events if e["client"] == 102]
+    assert bad and all("partition-id: 7 is outside" in e["reason"] for e in bad)
+    with (out / "nodes.csv").open() as handle:
+        assert ",dense," not in handle.read()

@@ -45,6 +45,7 @@ from fedmap.strategies.server import Server
 
 log = logging.getLogger(__name__)
 NODE_UNAVAILABLE = 5  # flwr ErrorCode: the SuperLink gave up on a node's heartbeat
+NO_HANDLER = "No query function registered"  # what a ClientApp without our hello raises
 
 # Columns the Flower run adds to every metrics row.
 FLOWER_COLUMNS = (
@@ -120,6 +121,7 @@ class FedMapFlowerStrategy(Strategy):
         self.nodes: dict[int, Node] = {}
         self.scratch: _Scratch | None = None
         self.control_bytes = 0  # hellos: outside the ledger, inside Flower's bytes
+        self.problems: list[tuple[int, str]] = []  # (node id, why) since the last round
 
     def summary(self) -> None:
         """Log what runs (Flower calls this when a strategy starts)."""
@@ -151,9 +153,12 @@ class FedMapFlowerStrategy(Strategy):
                 continue
             if reply.has_error() and reply.error.code == NODE_UNAVAILABLE:
                 continue  # gone before it could answer: greeted again when it is back
-            if reply.has_error():
+            if reply.has_error() and NO_HANDLER in (reply.error.reason or ""):
                 log.info("node %d has no FedMap hello handler: a plain dense client", node_id)
                 self.nodes[node_id] = Node(node_id, node_id, dense=True)
+                continue
+            if reply.has_error():  # a FedMap node that cannot take part (say, no data)
+                self.problems.append((node_id, f"hello failed: {reply.error.reason}"))
                 continue
             fields = fedmap_fields(reply)
             partition = int(fields["partition"])
@@ -490,6 +495,9 @@ class FlowerRounds(RoundLoop):
             self.costs = []
         strategy = self.strategy
         strategy.discover(self.grid)
+        for node_id, reason in strategy.problems:  # the node's id: it holds no partition yet
+            events.append(Event(rnd, attempt, node_id, "rejected", reason))
+        strategy.problems.clear()
         scratch = _Scratch(ledger, events, counts, attempt)
         strategy.scratch = scratch
         config = ConfigRecord({"cohort": [int(c) for c in cohort]})
