@@ -172,11 +172,12 @@ def test_a_malformed_reply_is_rejected_and_never_aggregated(write_tiny, tmp_path
     from fedmap.flower.wire import fedmap_content
 
     def hostile(message, context):
-        client_app.app(message, context)  # keeps its state in step, then lies
+        honest = client_app.app(message, context)  # keeps its state in step, then lies
         if message.metadata.message_type.startswith("query"):
-            return client_app.app(message, context)
-        garbage = b"\x00" * next(sizes)  # shorter than a header, then a bad header
-        return Message(fedmap_content({"update": garbage}), reply_to=message)
+            return honest
+        fields = dict(honest.content.config_records["fedmap"])
+        fields["update"] = b"\x00" * next(sizes)  # shorter than a header, then a bad header
+        return Message(fedmap_content(fields), reply_to=message)
 
     sizes = iter([3, 100, 100])
 

@@ -152,7 +152,10 @@ def measure(data: bytes) -> Encoded:
         raise CodecError(f"message of {len(data)} bytes is shorter than the header")
     fields = _HEADER.unpack_from(data)
     code, count, mask_nbytes = fields[3], fields[8], fields[12]
-    return Encoded(bytes(data), mask_nbytes, count * itemsize(_dtype_name(code)))
+    values_nbytes = count * itemsize(_dtype_name(code))
+    if HEADER_NBYTES + mask_nbytes + values_nbytes != len(data):
+        raise CodecError(f"message of {len(data)} bytes does not match its header")
+    return Encoded(bytes(data), mask_nbytes, values_nbytes)
 
 
 def decode(data: bytes, fingerprint: int, num_prunable: int) -> Message:

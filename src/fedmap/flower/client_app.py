@@ -160,6 +160,7 @@ def _node(config_text: str, context: Context) -> _Node:
                 config, data=dataclasses.replace(config.data, path=data_path)
             )
         experiment = prepare(config)
+        experiment.engine = "sequential"  # one client: the simulator's sequential arithmetic
         _NODES.clear()  # one run per process at a time
         _NODES[key] = _Node(experiment, build_engine(experiment))
     return _NODES[key]

@@ -199,9 +199,16 @@ class LocalDeployment:
         command = [str(Path(sys.executable).parent / "flwr"), *args, CONNECTION]
         if args[0] in ("run", "ls", "supernode"):
             command += ["--format", "json"]
-        done = subprocess.run(
-            command, capture_output=True, env=self.env("home-cli"), timeout=timeout_s, check=False
-        )
+        try:
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                env=self.env("home-cli"),
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise DeployError(f"flwr {args[0]} did not answer within {timeout_s:.0f} s") from error
         return done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
 
     def submit(self, run_config: dict[str, Any]) -> int:
@@ -247,7 +254,7 @@ class LocalDeployment:
         a grace period, and SIGKILL for what is left.
         """
         roots = [p.pid for p in self.processes.values() if p.poll() is None]
-        tree = set(roots)
+        tree = set(roots) | self.owned()  # orphans of a process that died are found too
         for pid in roots:
             tree.update(descendants(pid))
         for pid in roots:
@@ -256,6 +263,7 @@ class LocalDeployment:
         while time.monotonic() < deadline and any(_alive(p) for p in tree):
             for pid in list(tree):
                 tree.update(descendants(pid))
+            tree |= self.owned()
             time.sleep(0.2)
         killed = [pid for pid in sorted(tree) if _alive(pid)]
         for pid in killed:
@@ -267,10 +275,25 @@ class LocalDeployment:
                 pass
         self.processes.clear()
         time.sleep(0.2)
-        left = [pid for pid in sorted(tree) if _alive(pid)]
+        left = [pid for pid in sorted(tree | self.owned()) if _alive(pid)]
         if left:
             raise DeployError(f"processes still alive after teardown: {left}")
         return killed
+
+    def owned(self) -> set[int]:
+        """Live processes started under this deployment (their FLWR_HOME is in its folder)."""
+        marker = f"FLWR_HOME={self.workdir}/".encode()
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if marker in environ and _alive(int(entry.name)):
+                found.add(int(entry.name))
+        return found
 
     def __enter__(self) -> LocalDeployment:
         return self
@@ -414,13 +437,15 @@ def deploy_local(
     resolved.write_text(dump_toml(config))
     deployment = LocalDeployment(workdir, nodes, tls=tls, auth=auth, dense_nodes=dense_nodes)
     try:
-        deployment.start()
-        run_id = deployment.submit(
-            {"config": str(resolved), "out": str(run_dir), "round-timeout": round_timeout_s}
-        )
-        status = _follow(deployment, run_id, run_dir, timeout_s, on_round)
-    finally:
-        deployment.stop()
+        try:
+            deployment.start()
+            run_id = deployment.submit(
+                {"config": str(resolved), "out": str(run_dir), "round-timeout": round_timeout_s}
+            )
+            status = _follow(deployment, run_id, run_dir, timeout_s, on_round)
+        finally:
+            deployment.stop()
+    finally:  # logs kept and keys removed, even when teardown itself failed
         _keep_logs(workdir, run_dir)
     summary_path = run_dir / "summary.json"
     if not status.startswith("finished:completed") or not summary_path.exists():
@@ -440,11 +465,15 @@ def _follow(
     metrics = run_dir / "metrics.jsonl"
     while True:
         status = deployment.status(run_id)
-        if metrics.exists():
-            lines = [x for x in metrics.read_text().splitlines() if x.strip()]
+        if metrics.exists():  # only whole lines: the writer may be half-way through one
+            lines = [x for x in metrics.read_text().split("\n")[:-1] if x.strip()]
             for line in lines[seen:]:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DeployError(f"{metrics}: unreadable line {line[:80]!r}") from error
                 if on_round is not None:
-                    on_round(json.loads(line))
+                    on_round(row)
             seen = len(lines)
         if status.startswith("finished:"):
             return status

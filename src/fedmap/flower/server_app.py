@@ -61,6 +61,7 @@ def main(grid: Grid, context: Context) -> None:
     strategy = FedMapFlowerStrategy(
         build_server(experiment),
         dump_toml(config),
+        num_clients=len(experiment.clients),
         timeout_s=float(settings.get("round-timeout", 120.0)),  # type: ignore[arg-type]
     )
     rounds = FlowerRounds(

@@ -12,9 +12,10 @@ and the metrics are one code path for both front doors.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -30,7 +31,7 @@ from fedmap.core.mask import pack
 from fedmap.engines.evaluation import Evaluator
 from fedmap.engines.faults import Fate, FaultModel
 from fedmap.engines.simulate import Event, RoundLoop, _Attempt
-from fedmap.errors import CodecError, ProtocolError, UpdateRejected
+from fedmap.errors import CodecError, FedMapError, ProtocolError, UpdateRejected
 from fedmap.flower.wire import (
     DENSE_TRAIN,
     HELLO,
@@ -110,15 +111,21 @@ class FedMapFlowerStrategy(Strategy):
         The protocol's server (the same object the simulator would build).
     config_toml
         The resolved run config, sent to each new node in its hello.
+    num_clients
+        Partitions of the experiment; a node must claim one of them.
     timeout_s
         How long a round waits for replies (a dead node's message is given up then).
     """
 
-    def __init__(self, server: Server, config_toml: str, *, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, server: Server, config_toml: str, *, num_clients: int, timeout_s: float = 120.0
+    ) -> None:
         self.server = server
         self.config_toml = config_toml
+        self.num_clients = num_clients
         self.timeout_s = timeout_s
         self.nodes: dict[int, Node] = {}
+        self.waiting: set[int] = set()  # FedMap nodes whose partition another node holds
         self.scratch: _Scratch | None = None
         self.control_bytes = 0  # hellos: outside the ledger, inside Flower's bytes
         self.problems: list[tuple[int, str]] = []  # (node id, why) since the last round
@@ -131,14 +138,16 @@ class FedMapFlowerStrategy(Strategy):
         """Greet nodes seen for the first time; forget nodes that left.
 
         A FedMap node answers with its partition and the mask epoch it holds; a
-        plain Flower client has no such handler and answers with an error, which
-        marks it dense. A node that took over a partition (a restarted node has a
-        new id) replaces the old holder.
+        plain Flower client has no such handler and answers with that error, which
+        marks it dense. A partition has one holder at a time: a second node claiming
+        it waits (named in the events) until the holder fails, leaves or goes silent.
+        Nothing a node answers can raise out of here.
         """
         present = set(grid.get_node_ids())
         for gone in set(self.nodes) - present:
             del self.nodes[gone]
-        new = sorted(present - set(self.nodes))
+            self.waiting.clear()
+        new = sorted(present - set(self.nodes) - self.waiting)
         if not new:
             return
         messages = [
@@ -151,20 +160,35 @@ class FedMapFlowerStrategy(Strategy):
             node_id = destination(reply, messages)
             if node_id is None:
                 continue
-            if reply.has_error() and reply.error.code == NODE_UNAVAILABLE:
-                continue  # gone before it could answer: greeted again when it is back
-            if reply.has_error() and NO_HANDLER in (reply.error.reason or ""):
+            try:
+                self._greeted(node_id, reply)
+            except Exception as error:  # noqa: BLE001 - a node's answer must never stop the run
+                self.problems.append((node_id, f"hello refused: {error!r}"))
+
+    def _greeted(self, node_id: int, reply: Message) -> None:
+        """Record one node's answer to the hello."""
+        if reply.has_error():
+            reason = reply.error.reason or ""
+            if NO_HANDLER in reason:
                 log.info("node %d has no FedMap hello handler: a plain dense client", node_id)
                 self.nodes[node_id] = Node(node_id, node_id, dense=True)
-                continue
-            if reply.has_error():  # a FedMap node that cannot take part (say, no data)
-                self.problems.append((node_id, f"hello failed: {reply.error.reason}"))
-                continue
-            fields = fedmap_fields(reply)
-            partition = int(fields["partition"])
-            for other in [n for n in self.nodes.values() if n.client == partition and not n.dense]:
-                del self.nodes[other.node_id]
-            self.nodes[node_id] = Node(node_id, partition, False, int(fields["epoch"]))
+            elif reply.error.code != NODE_UNAVAILABLE:  # gone: greeted again when back
+                self.problems.append((node_id, f"hello failed: {reason}"))
+            return
+        fields = fedmap_fields(reply)
+        partition, epoch = fields.get("partition"), fields.get("epoch")
+        if not isinstance(partition, int) or not 0 <= partition < self.num_clients:
+            raise ProtocolError(f"partition {partition!r} is not in 0..{self.num_clients - 1}")
+        if not isinstance(epoch, int):
+            raise ProtocolError(f"epoch {epoch!r} is not an integer")
+        holder = next((n for n in self.nodes.values() if n.client == partition), None)
+        if holder is not None and not holder.dense and holder.node_id != node_id:
+            self.waiting.add(node_id)
+            self.problems.append(
+                (node_id, f"partition {partition} is held by node {holder.node_id}; waiting")
+            )
+            return
+        self.nodes[node_id] = Node(node_id, partition, False, epoch)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -199,7 +223,9 @@ class FedMapFlowerStrategy(Strategy):
             )
             scratch.counts["bootstraps"] += encoded.mask_nbytes > 0
             messages.append(self._train_message(node, encoded, server_round))
-        for node in [n for n in self.nodes.values() if n.dense]:  # take part in every round
+        dense = [n for n in self.nodes.values() if n.dense]
+        scratch.counts["sampled"] += len(dense)  # not sampled: they take part in every round
+        for node in dense:
             server.downlink(server.model.epoch, node.client)  # registers it as expected
             record = to_array_record(server.model.values, server.layout)
             nbytes = sum(a.numpy().nbytes for a in record.values())
@@ -229,6 +255,8 @@ class FedMapFlowerStrategy(Strategy):
 
         The global model changes only in :meth:`Server.finish_round`, after the
         loop knows the attempt had enough valid replies; so nothing is returned.
+        A node's reply can only be accepted, refused or missing: whatever it holds,
+        it never raises out of here (one hostile node must not stop the run).
         """
         scratch, server = self._scratch(), self.server
         accepted: list[tuple[int, FedMapMessage]] = []
@@ -240,58 +268,36 @@ class FedMapFlowerStrategy(Strategy):
             if node is None:
                 continue
             cost = scratch.costs[node.node_id]
-            cost_fields = _cost(reply)
-            scratch.costs[node.node_id] = NodeCost(
-                **{**cost.__dict__, "flower_up": flower_nbytes(reply), **cost_fields}
+            scratch.costs[node.node_id] = replace(
+                cost,
+                flower_up=flower_nbytes(reply),
+                **_cost(reply),  # type: ignore[arg-type]
             )
-            try:
-                data, stats = self._reply_bytes(reply, node, server_round)
-            except (ProtocolError, CodecError, KeyError, ValueError, TypeError) as error:
-                if reply.has_error():  # the node failed (or died): it did not answer
-                    scratch.counts["dropped"] += 1
-                    kind = "dropped"
-                    # A restarted node may keep its id (auth keys fix it) but not its
-                    # memory: greet it again, so it reports its epoch and is bootstrapped.
-                    self.nodes.pop(node.node_id, None)
-                else:
-                    scratch.counts["rejected"] += 1
-                    kind = "rejected"
+            if reply.has_error():  # the node failed, or the SuperLink gave up on it
+                scratch.counts["dropped"] += 1
+                reason = f"node failed: {reply.error.reason}"
                 scratch.events.append(
-                    Event(server_round, scratch.attempt, node.client, kind, str(error))
+                    Event(server_round, scratch.attempt, node.client, "dropped", reason)
                 )
+                self._forget(node)
                 continue
             try:
-                message = server.read_reply(data, node.client)
-            except UpdateRejected as error:
-                message = None
+                message = self._read_reply(reply, node, server_round)
+            except Exception as error:  # noqa: BLE001 - a node's bytes must never stop the run
                 scratch.counts["rejected"] += 1
+                reason = str(error) if isinstance(error, FedMapError) else repr(error)
                 scratch.events.append(
-                    Event(server_round, scratch.attempt, node.client, "rejected", str(error))
+                    Event(server_round, scratch.attempt, node.client, "rejected", reason)
                 )
-            entry = self._uplink_entry(reply, node, data, server_round, message)
-            scratch.ledger.append(entry)
-            cost = scratch.costs[node.node_id]
-            scratch.costs[node.node_id] = NodeCost(**{**cost.__dict__, "ledger_up": entry.total})
-            if message is None:
                 continue
-            node.epoch = message.epoch
-            self._check_mask(reply, node, server_round)
             accepted.append((node.client, message))
-            if stats is not None:
-                scratch.ledger.append(statistics_entry(measure(stats), entry))
-                try:
-                    server.read_statistics(stats, node.client)
-                except UpdateRejected as error:  # the update stands; only its scores are lost
-                    scratch.events.append(
-                        Event(server_round, scratch.attempt, node.client, "rejected", str(error))
-                    )
         replied = {destination(r, scratch.messages) for r in replies}
         for node in [n for n in scratch.sent.values() if n.node_id not in replied]:
             scratch.counts["late"] += 1
             scratch.events.append(
                 Event(server_round, scratch.attempt, node.client, "late", "no reply in time")
             )
-            self.nodes.pop(node.node_id, None)  # it may have restarted: greet it again
+            self._forget(node)  # it may have restarted: greet it again
         screening = server.screen(accepted)
         for client, reason in screening.rejected:
             scratch.counts["rejected"] += 1
@@ -301,6 +307,42 @@ class FedMapFlowerStrategy(Strategy):
         ]
         scratch.accepted = screening.accepted
         return None, None
+
+    def _read_reply(self, reply: Message, node: Node, server_round: int) -> FedMapMessage:
+        """Charge and validate one reply; raise with the reason if it is refused.
+
+        A FedMap node names the mask it decoded: matching the server's, it is in
+        step whatever becomes of its update (as a simulated client is once it has
+        received the round); not matching, it is bootstrapped next time.
+        """
+        scratch, server = self._scratch(), self.server
+        data, stats = self._reply_bytes(reply, node, server_round)
+        message: FedMapMessage | None = None
+        try:
+            if not node.dense:
+                self._check_mask(reply, node, server_round)
+            message = server.read_reply(data, node.client)
+        finally:  # what arrived is charged, accepted or not
+            entry = self._uplink_entry(reply, node, data, server_round, message)
+            entries = [entry]
+            if stats is not None:
+                entries.append(statistics_entry(_measure(stats), entry))
+            scratch.ledger += entries
+            cost = scratch.costs[node.node_id]
+            scratch.costs[node.node_id] = replace(cost, ledger_up=sum(e.total for e in entries))
+        if stats is not None:
+            try:
+                server.read_statistics(stats, node.client)
+            except UpdateRejected as error:  # the update stands; only its scores are lost
+                scratch.events.append(
+                    Event(server_round, scratch.attempt, node.client, "rejected", str(error))
+                )
+        return message
+
+    def _forget(self, node: Node) -> None:
+        """Drop a node that failed or went silent; it is greeted again when next seen."""
+        self.nodes.pop(node.node_id, None)
+        self.waiting.clear()  # a partition may be free now: greet the spare nodes again
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -347,21 +389,26 @@ class FedMapFlowerStrategy(Strategy):
         """The reply as FedMap uplink bytes (a dense client's tensors are packed here)."""
         if not node.dense:
             fields = fedmap_fields(reply)
-            stats = fields.get("statistics")
-            return bytes(fields["update"]), None if stats is None else bytes(stats)
-        if reply.has_error():
-            raise ProtocolError(f"message carries an error: {reply.error.reason}")
+            update, stats = fields.get("update"), fields.get("statistics")
+            if not isinstance(update, bytes) or not isinstance(stats, bytes | None):
+                raise ProtocolError("reply's update and statistics must be bytes")
+            return update, stats
         server = self.server
         values, _ = from_array_record(reply.content.array_records["arrays"], server.layout)
         metrics = reply.content.metric_records["metrics"]
+        samples, loss = metrics.get("num-examples"), metrics.get("train_loss", 0.0)
+        if not isinstance(samples, int) or not 0 < samples < 2**31:
+            raise ProtocolError(f"dense reply's num-examples is {samples!r}")
+        if not isinstance(loss, int | float) or not abs(loss) < 3e38:
+            raise ProtocolError(f"dense reply's train_loss is {loss!r}")
         message = FedMapMessage(
             UPLINK,
             server_round,
             server.model.epoch,
             pack(values, server.model.mask),
             server.dtype,
-            num_samples=int(metrics["num-examples"]),  # type: ignore[arg-type]
-            train_loss=float(metrics.get("train_loss", 0.0)),  # type: ignore[arg-type]
+            num_samples=samples,
+            train_loss=float(loss),
         )
         return encode(message, server.layout.fingerprint).data, None
 
@@ -386,12 +433,8 @@ class FedMapFlowerStrategy(Strategy):
                 mask=mask,
                 dtype=server.dtype,
             )
-        try:
-            encoded = measure(data)
-        except CodecError:  # garbage is still bytes received: charged whole, as values
-            encoded = Encoded(data, 0, len(data))
         return ledger_entry(
-            encoded,
+            _measure(data),
             round=server_round,
             client=node.client,
             direction="up",
@@ -401,14 +444,14 @@ class FedMapFlowerStrategy(Strategy):
 
     def _check_mask(self, reply: Message, node: Node, server_round: int) -> None:
         """A FedMap node reports its mask's digest: it must be the server's (invariant 2)."""
-        if node.dense:
-            return
         digest = fedmap_fields(reply).get("mask-sha")
         if digest != self.server.model.mask.digest:
+            node.epoch = NEW_CLIENT_EPOCH  # whatever it holds, the next downlink bootstraps it
             raise ProtocolError(
-                f"round {server_round}: node {node.node_id} (client {node.client}) holds mask "
-                f"{digest}, the server {self.server.model.mask.digest}"
+                f"round {server_round}: node {node.node_id} holds mask {digest!r}, "
+                f"the server {self.server.model.mask.digest} (invariant 2)"
             )
+        node.epoch = self.server.model.epoch
 
     def _scratch(self) -> _Scratch:
         if self.scratch is None:
@@ -429,14 +472,23 @@ def destination(reply: Message, sent: list[Message]) -> int | None:
 
 
 def _cost(reply: Message) -> dict[str, float]:
+    """The cost a node reports for its local round (nothing if absent or malformed)."""
     if reply.has_error() or "cost" not in reply.content.metric_records:
         return {}
     cost = reply.content.metric_records["cost"]
-    return {
-        "cpu_s": float(cost["cpu-s"]),  # type: ignore[arg-type]
-        "train_s": float(cost["train-s"]),  # type: ignore[arg-type]
-        "peak_rss_mb": float(cost["peak-rss-mb"]),  # type: ignore[arg-type]
-    }
+    names = {"cpu_s": "cpu-s", "train_s": "train-s", "peak_rss_mb": "peak-rss-mb"}
+    values = {field: cost.get(key) for field, key in names.items()}
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in values.values()):
+        return {}
+    return {field: float(v) for field, v in values.items()}  # type: ignore[arg-type]
+
+
+def _measure(data: bytes) -> Encoded:
+    """How received bytes split for the ledger; garbage is charged whole, as values."""
+    try:
+        return measure(data)
+    except CodecError:
+        return Encoded(data, 0, len(data))
 
 
 class FlowerRounds(RoundLoop):

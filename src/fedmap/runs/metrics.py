@@ -101,8 +101,11 @@ class MetricsWriter:
         self.jsonl = (run_dir / "metrics.jsonl").open("a")
         csv_path = run_dir / "metrics.csv"
         is_new = not csv_path.exists() or csv_path.stat().st_size == 0
+        if not is_new:  # a resumed run keeps its file's columns (it may predate new ones)
+            with csv_path.open(newline="") as handle:
+                columns = tuple(next(csv.reader(handle), columns))
         self.csv_file = csv_path.open("a", newline="")
-        self.csv = csv.DictWriter(self.csv_file, fieldnames=columns)
+        self.csv = csv.DictWriter(self.csv_file, fieldnames=columns, extrasaction="ignore")
         if is_new:
             self.csv.writeheader()
 
