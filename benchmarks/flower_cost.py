@@ -1,4 +1,4 @@
-"""Regenerate docs/flower_cost.md: what one client's local round costs on a real Flower deployment.
+"""Regenerate the cost table of docs/flower.md: one client's local round on a real deployment.
 
 Runs ``fedmap deploy local`` (a SuperLink and SuperNodes on this machine, TLS and
 node authentication, every node a separate process tree) for the FedAvg CNN on
@@ -20,6 +20,8 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+from doc_sections import replace_section
 
 from fedmap.flower.deploy import deploy_local
 
@@ -97,7 +99,7 @@ def main() -> None:
             f"{flower['framing_bytes_per_message']['max']} B per message.",
             "",
         ]
-    (DOCS / "flower_cost.md").write_text("\n".join(lines))
+    replace_section(DOCS / "flower.md", "flower_cost", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -11,7 +11,7 @@ messages a Flower user sends for the same model (an ``ArrayRecord`` of the
     .venv/bin/python benchmarks/flower_wire.py            # about 10 min on a 2-core CPU
     .venv/bin/python benchmarks/flower_wire.py --rounds 20
 
-Writes docs/flower_wire.csv, docs/flower_wire.png and docs/flower_wire.md.
+Writes docs/flower_wire.csv and docs/flower_wire.png, and its table into docs/flower.md.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from doc_sections import replace_section  # noqa: E402
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
 
 from fedmap.flower import client_app  # noqa: E402
@@ -107,7 +108,9 @@ def main() -> None:
         writer.writerows(table)
     plot(table)
     write_markdown(table, dense_down, dense_up, seconds, args.rounds)
-    print(f"{len(rows)} rounds in {seconds:.0f} s; wrote docs/flower_wire.md, .csv, .png")
+    print(
+        f"{len(rows)} rounds in {seconds:.0f} s; wrote docs/flower_wire.csv, .png, docs/flower.md"
+    )
 
 
 def plot(table: list[dict]) -> None:
@@ -164,7 +167,7 @@ def write_markdown(
         f"Final test accuracy {last['test_accuracy']:.2%} at density {last['density']:.3f}.",
         "",
     ]
-    (DOCS / "flower_wire.md").write_text("\n".join(lines))
+    replace_section(DOCS / "flower.md", "flower_wire", "\n".join(lines))
 
 
 if __name__ == "__main__":
