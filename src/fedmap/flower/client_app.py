@@ -28,7 +28,7 @@ from fedmap.engines.base import Engine, RoundConfig
 from fedmap.errors import ConfigError, ProtocolError
 from fedmap.flower import dense_client
 from fedmap.flower.wire import fedmap_content, fedmap_fields
-from fedmap.runs.config import Config, config_from_dict
+from fedmap.runs.config import Config, config_from_text
 from fedmap.runs.experiment import Experiment, build_engine, prepare, train_config
 
 STATE = "fedmap.state"  # context.state record: config, epoch, mask bits
@@ -142,9 +142,7 @@ def _partition(context: Context) -> int:
 
 
 def _parse(config_text: str) -> Config:
-    import tomllib
-
-    return config_from_dict(tomllib.loads(config_text))
+    return config_from_text(config_text, "the server's config")
 
 
 def _node(config_text: str, context: Context) -> _Node:

@@ -10,13 +10,12 @@ weights is dropped by the server.
 
 from __future__ import annotations
 
-import tomllib
 import torch
 import torch.nn.functional as F
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedmap.runs.config import config_from_dict
+from fedmap.runs.config import config_from_text
 from fedmap.runs.experiment import prepare
 
 app = ClientApp()
@@ -26,7 +25,7 @@ app = ClientApp()
 def train(message: Message, context: Context) -> Message:
     """Load the arrays, train one local epoch with SGD, send every tensor back."""
     content = message.content
-    config = config_from_dict(tomllib.loads(str(content.config_records["config"]["fedmap-config"])))
+    config = config_from_text(str(content.config_records["config"]["fedmap-config"]))
     experiment = prepare(config)
     model = experiment.model
     arrays = content.array_records["arrays"]

@@ -165,6 +165,15 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     target[name] = value
 
 
+def config_from_text(text: str, what: str = "config") -> Config:
+    """A validated :class:`Config` from TOML text (what a Flower node receives in its hello)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{what}: invalid TOML: {error}") from error
+    return config_from_dict(raw)
+
+
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build a :class:`Config` from nested dicts; reject unknown keys and bad types."""
     config = _build(Config, raw, prefix="")
