@@ -18,6 +18,7 @@ import csv
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from fedmap.core.codec import Encoded, itemsize
 from fedmap.core.mask import Mask
@@ -134,9 +135,9 @@ def sum_entries(entries: Iterable[LedgerEntry]) -> RoundBytes:
     return RoundBytes(up, down, mask, header, dense, bitmap, coo)
 
 
-def append_csv(path: Path, entries: Iterable[LedgerEntry]) -> None:
-    """Append entries to ``path``, writing the header line when the file is new."""
-    names = [f.name for f in fields(LedgerEntry)]
+def append_csv(path: Path, entries: Iterable[Any], row_type: type = LedgerEntry) -> None:
+    """Append dataclass rows (ledger entries by default) to ``path``; header when new."""
+    names = [f.name for f in fields(row_type)]
     is_new = not path.exists()
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=names)

@@ -11,6 +11,7 @@ Flower client that knows nothing of FedMap.
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import time
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Context, Message, MetricRecord
+from flwr.app import ConfigRecord, Context, Message, MetricRecord
 from flwr.clientapp import ClientApp
 
 from fedmap.client.protocol import NEW_CLIENT_EPOCH, ClientState, make_reply, receive_downlink
 from fedmap.client.rules import ClientTask
+from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pack
 from fedmap.engines.base import Engine, RoundConfig
 from fedmap.errors import ConfigError, ProtocolError
@@ -152,8 +154,6 @@ def _node(config_text: str, context: Context) -> _Node:
     if key not in _NODES:
         config = _parse(config_text)
         if data_path:
-            import dataclasses
-
             config = dataclasses.replace(
                 config, data=dataclasses.replace(config.data, path=data_path)
             )
@@ -164,7 +164,7 @@ def _node(config_text: str, context: Context) -> _Node:
     return _NODES[key]
 
 
-def _client_state(saved: Any, layout: Any) -> ClientState:
+def _client_state(saved: Any, layout: Layout) -> ClientState:
     epoch = int(saved["epoch"]) if "epoch" in saved else NEW_CLIENT_EPOCH
     if "mask" not in saved:
         return ClientState(epoch, None)
@@ -189,6 +189,4 @@ def _task(fields: dict[str, Any]) -> ClientTask | None:
 
 
 def _save(context: Context, record: dict[str, Any]) -> None:
-    from flwr.app import ConfigRecord
-
     context.state.config_records[STATE] = ConfigRecord(record)

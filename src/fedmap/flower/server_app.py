@@ -14,17 +14,16 @@ the metrics. ``summary.json`` is written last, so its presence means success.
 
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 import time
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedmap.core.ledger import append_csv
 from fedmap.engines.simulate import RoundRecord
 from fedmap.errors import ConfigError
 from fedmap.flower.strategy import FLOWER_COLUMNS, FedMapFlowerStrategy, FlowerRounds, NodeCost
@@ -33,10 +32,9 @@ from fedmap.runs.experiment import (
     build_evaluator,
     build_server,
     create_run_dir,
-    fault_model,
+    loop_options,
     prepare,
     run,
-    train_config,
 )
 
 app = ServerApp()
@@ -64,20 +62,11 @@ def main(grid: Grid, context: Context) -> None:
         num_clients=len(experiment.clients),
         timeout_s=float(settings.get("round-timeout", 120.0)),  # type: ignore[arg-type]
     )
-    rounds = FlowerRounds(
-        strategy,
-        grid,
-        build_evaluator(experiment),
-        num_clients=len(experiment.clients),
-        fraction=config.client.fraction,
-        train=train_config(config),
-        seed=config.seed,
-        faults=fault_model(config, len(experiment.clients)),
-    )
+    rounds = FlowerRounds(strategy, grid, build_evaluator(experiment), **loop_options(experiment))
     costs: list[NodeCost] = []
 
     def record_nodes(record: RoundRecord) -> None:
-        append_nodes(run_dir / "nodes.csv", rounds.costs)
+        append_csv(run_dir / "nodes.csv", rounds.costs, NodeCost)
         costs.extend(rounds.costs)
 
     run(
@@ -88,17 +77,6 @@ def main(grid: Grid, context: Context) -> None:
         on_record=record_nodes,
         summary_extra=lambda: {"flower": summarise_nodes(costs, rounds.flower_cum)},
     )
-
-
-def append_nodes(path: Path, costs: list[NodeCost]) -> None:
-    """Append one round's per-node rows to ``nodes.csv`` (header when new)."""
-    names = [f.name for f in fields(NodeCost)]
-    is_new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=names)
-        if is_new:
-            writer.writeheader()
-        writer.writerows(asdict(c) for c in costs)
 
 
 def summarise_nodes(costs: list[NodeCost], flower_total: int) -> dict[str, Any]:

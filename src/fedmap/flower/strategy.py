@@ -225,10 +225,12 @@ class FedMapFlowerStrategy(Strategy):
             messages.append(self._train_message(node, encoded, server_round))
         dense = [n for n in self.nodes.values() if n.dense]
         scratch.counts["sampled"] += len(dense)  # not sampled: they take part in every round
-        for node in dense:
-            server.downlink(server.model.epoch, node.client)  # registers it as expected
+        if dense:  # one dense copy of the model for all of them
             record = to_array_record(server.model.values, server.layout)
             nbytes = sum(a.numpy().nbytes for a in record.values())
+            train = ConfigRecord({"fedmap-config": self.config_toml})
+        for node in dense:
+            server.expect(node.client)
             entry = dense_entry(
                 nbytes,
                 round=server_round,
@@ -238,7 +240,6 @@ class FedMapFlowerStrategy(Strategy):
                 dtype=dtype,
             )
             scratch.ledger.append(entry)
-            train = ConfigRecord({"fedmap-config": self.config_toml})
             message = Message(
                 RecordDict({"arrays": record, "config": train}),
                 dst_node_id=node.node_id,
@@ -260,13 +261,16 @@ class FedMapFlowerStrategy(Strategy):
         """
         scratch, server = self._scratch(), self.server
         accepted: list[tuple[int, FedMapMessage]] = []
+        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in scratch.messages}
+        answered = [
+            (reply, scratch.sent[node_id])
+            for reply in replies
+            if (node_id := sent_to.get(reply.metadata.reply_to_message_id)) in scratch.sent
+        ]
         # Arrival order is the network's; aggregation in client order keeps a run
         # reproducible (and equal to the simulator's, which trains the cohort in order).
-        replies = sorted(replies, key=lambda r: self._client_of(r, scratch))
-        for reply in replies:
-            node = scratch.sent.get(destination(reply, scratch.messages) or -1)
-            if node is None:
-                continue
+        answered.sort(key=lambda pair: pair[1].client)
+        for reply, node in answered:
             cost = scratch.costs[node.node_id]
             scratch.costs[node.node_id] = replace(
                 cost,
@@ -291,7 +295,7 @@ class FedMapFlowerStrategy(Strategy):
                 )
                 continue
             accepted.append((node.client, message))
-        replied = {destination(r, scratch.messages) for r in replies}
+        replied = {node.node_id for _, node in answered}
         for node in [n for n in scratch.sent.values() if n.node_id not in replied]:
             scratch.counts["late"] += 1
             scratch.events.append(
@@ -355,11 +359,6 @@ class FedMapFlowerStrategy(Strategy):
     ) -> MetricRecord | None:
         """Nothing to aggregate (see :meth:`configure_evaluate`)."""
         return None
-
-    @staticmethod
-    def _client_of(reply: Message, scratch: _Scratch) -> int:
-        node = scratch.sent.get(destination(reply, scratch.messages) or -1)
-        return node.client if node is not None else -1
 
     def _train_message(self, node: Node, encoded: Encoded, server_round: int) -> Message:
         fields: dict[str, Any] = {"message": encoded.data}

@@ -234,19 +234,26 @@ def fault_model(config: Config, num_clients: int) -> FaultModel:
     )
 
 
+def loop_options(experiment: Experiment) -> dict[str, Any]:
+    """The round loop's keyword arguments (population, sampling, SGD, seed, faults)."""
+    config, num_clients = experiment.config, len(experiment.clients)
+    return {
+        "num_clients": num_clients,
+        "fraction": config.client.fraction,
+        "train": train_config(config),
+        "seed": config.seed,
+        "faults": fault_model(config, num_clients),
+    }
+
+
 def build_simulation(experiment: Experiment, intruder: Intruder | None = None) -> Simulation:
     """Server, engine, evaluator and fault model for ``experiment``, wired into the round loop."""
-    config = experiment.config
     return Simulation(
         build_server(experiment),
         build_engine(experiment),
         build_evaluator(experiment),
-        num_clients=len(experiment.clients),
-        fraction=config.client.fraction,
-        train=train_config(config),
-        seed=config.seed,
-        faults=fault_model(config, len(experiment.clients)),
         intruder=intruder,
+        **loop_options(experiment),
     )
 
 

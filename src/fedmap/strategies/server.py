@@ -134,7 +134,7 @@ class Server:
         """
         plan = self._current_plan()
         if client is not None:
-            plan.expected.add(client)
+            self.expect(client)
         if client_epoch == plan.in_step_epoch:
             kind = "in_step"
         elif client_epoch == self.model.epoch:  # took this round's step or bootstrap already
@@ -147,6 +147,10 @@ class Server:
             else:
                 plan._cache[kind] = (self._encode_values(self.model, None), self.model.mask)
         return plan._cache[kind]
+
+    def expect(self, client: int) -> None:
+        """Accept a reply from ``client`` this round (it was sent the model another way)."""
+        self._current_plan().expected.add(client)
 
     def read_reply(self, data: bytes, client: int) -> Message:
         """Decode and validate ``client``'s reply; raise :class:`UpdateRejected` with the reason.
