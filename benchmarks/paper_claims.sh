@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Regenerate docs/results.md: the paper-claims grid (benchmarks/paper_claims.toml, 348 runs of
 # 80 rounds on Fashion-MNIST) through `fedmap sweep`, then `fedmap report` and the claims.
-# Hours on a CPU (about 6 min per run on 2 cores), roughly 1-2 h on one H100/H200 with
-# PARALLEL=12. Finished runs are skipped: stop it at any time and run it again to continue.
+# Measured per run: 13-16 min on a 2-core CPU with 2 at a time (client-local, PruneFL and
+# FedDST up to twice that), so days for the whole grid; on one H100/H200 with PARALLEL=12,
+# 72-115 s (client-local about 320 s), so about an hour for the whole grid. Finished runs
+# are skipped: stop it at any time (SIGTERM keeps a checkpoint) and run it again to continue.
 #
 #   bash benchmarks/paper_claims.sh                 # PARALLEL=2 by default
 #   PARALLEL=12 bash benchmarks/paper_claims.sh --set data.path=/data/fashion-mnist

@@ -26,7 +26,8 @@ def run(seed: int, method: str = "fedmap", acc: float = 0.9, total: float = 300.
         "final_sparsity": 0.0 if method == "none" else 0.9,
         "bytes_total": total,
         "bytes_ratio_vs_dense": 0.5,
-        "wall_s": 1.0,
+        "wall_s": k.get("wall_s", 1.0),
+        "device": config["device"] + (":0" if seed else ""),
     }
     return RunData(Path(f"/runs/{method}{seed}"), config, summary, [], [0.8, 1.0], [])
 
@@ -66,3 +67,9 @@ def test_a_repeated_seed_is_shown_not_counted_twice():
 )
 def test_fmt(values, expected):
     assert fmt(values) == expected
+
+
+def test_wall_seconds_are_averaged_per_device_kind_only():
+    runs = [run(0, wall_s=900.0), run(1, wall_s=80.0), run(2, wall_s=100.0)]
+    row = table_rows(group_runs(runs))[0]
+    assert row["wall s"] == "900 (cpu) / 90 ± 14 (cuda)"

@@ -238,6 +238,21 @@ def client_std(group: Group) -> list[float]:
     return [statistics.pstdev(r.client_accuracy) for r in group.runs if r.client_accuracy]
 
 
+def wall_cell(group: Group) -> str:
+    """Wall seconds per run, averaged only over runs on the same kind of device.
+
+    A sweep may finish on a GPU what it started on a CPU; one mean over both would
+    say nothing about either, so each device kind gets its own ``mean ± std (kind)``.
+    """
+    by_device: dict[str, list[float]] = defaultdict(list)
+    for r in group.runs:
+        kind = str(r.summary.get("device", "?")).split(":")[0]
+        by_device[kind].append(float(r.summary["wall_s"]))
+    return " / ".join(
+        f"{fmt(walls, scale=1.0, digits=0)} ({kind})" for kind, walls in sorted(by_device.items())
+    )
+
+
 def table_rows(groups: list[Group]) -> list[dict[str, str]]:
     """One row per group, formatted for both Markdown and HTML."""
     dense = {g.setting: g for g in groups if g.method == "none"}
@@ -269,7 +284,7 @@ def table_rows(groups: list[Group]) -> list[dict[str, str]]:
                 "client acc std (points)": fmt(client_std(g)),
                 "total MB": fmt(g.values("bytes_total"), scale=1e-6, digits=0),
                 "bytes vs dense %": fmt(ratio, digits=1),
-                "wall s": fmt(g.values("wall_s"), scale=1.0, digits=0),
+                "wall s": wall_cell(g),
             }
         )
     return rows
@@ -394,7 +409,9 @@ def write_report(paths: list[Path], out: Path) -> tuple[Path, list[str]]:
         f"{len(runs)} runs from {', '.join(sources)}. Accuracies in %, mean ± std over seeds; "
         "'vs dense' is the final accuracy minus dense FedAvg's in the same setting; bytes are "
         "every encoded message, both directions; 'client acc std' is the spread of the final "
-        "model's accuracy over the clients' local test splits.\n",
+        "model's accuracy over the clients' local test splits; 'wall s' is per run and per "
+        "device kind, and runs that shared a machine (`fedmap sweep --parallel`) slowed each "
+        "other.\n",
         "## Results\n",
         markdown_table(rows),
         "## Highest sparsity within 1 point of dense FedAvg\n",
