@@ -184,7 +184,13 @@ def sweep(
     started = time.perf_counter()
 
     def on_outcome(outcome: Any, done: int, total: int) -> None:
-        colour = {"finished": "green", "skipped": "cyan", "failed": "red", "stale": "yellow"}
+        colour = {
+            "finished": "green",
+            "skipped": "cyan",
+            "failed": "red",
+            "stale": "yellow",
+            "busy": "magenta",
+        }
         line = f"[{done}/{total}] [{colour[outcome.status]}]{outcome.status:8}[/] {outcome.name}"
         if outcome.summary:
             s = outcome.summary
@@ -221,6 +227,13 @@ def sweep(
         f"{len(failed)} failed, {len(stale)} stale; logs in {escape(str(plan.out / 'logs'))}",
         soft_wrap=True,
     )
+    busy = sum(o.status == "busy" for o in outcomes)
+    if busy:
+        err.print(
+            f"{busy} run(s) were running in another sweep over {escape(str(plan.out))}; "
+            "run this command again once it ends to include them",
+            soft_wrap=True,
+        )
     err.print(
         f"report: fedmap report {escape(str(plan.out))} --out {escape(str(plan.out / 'report'))}"
     )

@@ -287,3 +287,73 @@ def test_an_interrupted_sweep_starts_nothing_more_and_stops_its_runs(tmp_path):
     pid = int((pids / "seed1").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # terminated and reaped
+
+
+def recording_stub(folder: Path, script: str = "") -> tuple[Path, Path]:
+    """A stand-in for `python -m fedmap run` that records its arguments, runs ``script``, fails."""
+    calls = folder / "calls"
+    stub = folder / "stub.sh"
+    stub.write_text(f'#!/bin/bash\necho "$*" >> {calls}\n{script}\nexit 1\n')
+    stub.chmod(0o755)
+    return stub, calls
+
+
+def test_a_run_another_sweep_holds_is_reported_busy_and_left_alone(tmp_path):
+    import fcntl
+
+    from fedmap.runs.sweep import run_sweep
+
+    sweep = write(tmp_path, 'base = "base.toml"\nparallel = 2\n[grid]\nseed = [0, 1]\n')
+    out = tmp_path / "out"
+    plan = load_sweep(sweep, out=out)
+    assert [r.name for r in plan.runs] == ["seed0", "seed1"]
+    # the other sweep is mid-way through seed0: no checkpoint yet, so this one would delete it
+    (out / "logs").mkdir(parents=True)
+    (out / "seed0").mkdir()
+    (out / "seed0" / "metrics.csv").write_text("round\n1\n")
+    stub, calls = recording_stub(tmp_path)
+    with (out / "logs" / "seed0.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        outcomes = {o.name: o for o in run_sweep(plan, python=str(stub))}
+    assert outcomes["seed0"].status == "busy" and "seed0.lock" in outcomes["seed0"].detail
+    assert (out / "seed0" / "metrics.csv").read_text() == "round\n1\n"
+    assert outcomes["seed1"].status == "failed"  # it was started: the stub fails every run
+    assert [line.split()[-2].rsplit("/", 1)[-1] for line in calls.read_text().splitlines()] == [
+        "seed1"
+    ]
+    # the other sweep ended (its lock goes with its open file): the next sweep claims seed0
+    again = {o.name: o for o in run_sweep(plan, python=str(stub))}
+    assert again["seed0"].status == "failed" and "seed0" in calls.read_text()
+
+
+def test_a_run_finished_by_another_sweep_meanwhile_is_skipped_not_rerun(tmp_path):
+    from fedmap.runs.sweep import run_sweep
+
+    sweep = write(tmp_path, 'base = "base.toml"\nparallel = 1\n[grid]\nseed = [0, 1]\n')
+    out = tmp_path / "out"
+    plan = load_sweep(sweep, out=out)
+    seed1 = out / "seed1"
+    seed1.mkdir(parents=True)
+    (seed1 / "config.toml").write_text(dump_toml(plan.runs[1].config))
+    # while this sweep runs seed0, the other sweep finishes seed1
+    stub, calls = recording_stub(tmp_path, f"echo '{{}}' > {seed1}/summary.json")
+    outcomes = {o.name: o.status for o in run_sweep(plan, python=str(stub))}
+    assert outcomes == {"seed0": "failed", "seed1": "skipped"}
+    assert "seed1" not in calls.read_text()
+
+
+def test_the_cli_names_busy_runs_and_says_how_to_include_them(tmp_path):
+    import fcntl
+
+    sweep = write(tmp_path, 'base = "base.toml"\n[grid]\nseed = [0, 1]\n')
+    out = tmp_path / "out"
+    (out / "logs").mkdir(parents=True)
+    with (out / "logs" / "seed0.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = CliRunner().invoke(
+            app, ["sweep", str(sweep), "--out", str(out), "--only", "seed0"]
+        )
+    assert result.exit_code == 0, result.output
+    assert "busy" in result.output and "seed0" in result.output
+    assert "1 run(s) were running in another sweep" in result.output
+    assert not (out / "seed0").exists()

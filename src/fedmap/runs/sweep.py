@@ -13,11 +13,15 @@ run`` process (its memory is returned when it ends; a crash costs one run), so
 ``parallel`` runs proceed at once, each with ``cores / parallel`` torch threads.
 A run whose ``summary.json`` exists is skipped; one interrupted after a checkpoint
 is resumed; one whose recorded config differs from the sweep's is left alone and
-reported, never overwritten.
+reported, never overwritten. Each run is claimed with a lock on ``logs/NAME.lock``
+while it runs, so two sweeps over one ``--out`` (a second terminal, or machines
+sharing a folder) split the grid: a run the other sweep holds is reported busy,
+never started twice or deleted under it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import itertools
 import json
@@ -27,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +66,7 @@ class Sweep:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What became of one run: ``status`` is finished, skipped, failed or stale."""
+    """What became of one run: ``status`` is finished, skipped, failed, stale or busy."""
 
     name: str
     status: str
@@ -260,6 +264,45 @@ def _same_config(run_dir: Path, run: SweepRun) -> bool:
 
 
 def _run_one(
+    sweep: Sweep, run: SweepRun, python: str, threads: int, children: _Children
+) -> RunOutcome:
+    """Claim the run, then start it unless another sweep finished it since this one began."""
+    with _claim(sweep.out / "logs" / f"{run.name}.lock") as claimed:
+        if not claimed:
+            detail = f"another sweep is running it (holds logs/{run.name}.lock)"
+            return RunOutcome(run.name, "busy", detail=detail)
+        done = _already_done(sweep, run)
+        if done is not None:
+            return done
+        return _start_run(sweep, run, python, threads, children)
+
+
+@contextlib.contextmanager
+def _claim(lock_path: Path) -> Iterator[bool]:
+    """A non-blocking exclusive lock the OS drops when its holder dies: a crash leaves no claim.
+
+    ``flock`` rather than a marker file, which a killed sweep would leave behind
+    and which would then need a staleness rule. Without ``fcntl`` (Windows) runs are
+    not claimed, and two sweeps over one folder must not overlap.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield True
+        return
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _start_run(
     sweep: Sweep, run: SweepRun, python: str, threads: int, children: _Children
 ) -> RunOutcome:
     """One ``fedmap run`` process (or ``--resume`` after a checkpoint); its log in logs/."""
