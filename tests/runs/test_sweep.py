@@ -357,3 +357,18 @@ def test_the_cli_names_busy_runs_and_says_how_to_include_them(tmp_path):
     assert "busy" in result.output and "seed0" in result.output
     assert "1 run(s) were running in another sweep" in result.output
     assert not (out / "seed0").exists()
+
+
+def test_runs_split_the_cores_this_process_may_use_not_the_machines(tmp_path, monkeypatch):
+    import fedmap.runs.cores
+    from fedmap.runs.sweep import run_sweep
+
+    # under `taskset -c 3` (or a Slurm/container CPU set) one core is ours, whatever the machine
+    monkeypatch.setattr(fedmap.runs.cores.os, "sched_getaffinity", lambda pid: {3})
+    monkeypatch.setattr(fedmap.runs.cores.os, "cpu_count", lambda: 64)
+    sweep = write(tmp_path, 'base = "base.toml"\nparallel = 1\n[grid]\nseed = [0]\n')
+    stub, calls = recording_stub(tmp_path, f'echo "threads=$OMP_NUM_THREADS" >> {tmp_path}/calls')
+    run_sweep(load_sweep(sweep, out=tmp_path / "out"), python=str(stub))
+    assert "threads=1" in calls.read_text().splitlines()
+    monkeypatch.setattr(fedmap.runs.cores.os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert fedmap.runs.cores.usable_cores() == 8

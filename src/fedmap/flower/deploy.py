@@ -27,6 +27,7 @@ from typing import Any
 from fedmap.errors import FedMapError
 from fedmap.flower.app_files import write_app
 from fedmap.flower.certs import write_node_key, write_tls
+from fedmap.runs.cores import usable_cores
 
 CONNECTION = "fedmap-local"
 START_TIMEOUT_S = 60.0
@@ -79,7 +80,7 @@ class LocalDeployment:
         """
         env = dict(os.environ)
         if home.startswith("home-supernode"):
-            threads = max(1, (os.cpu_count() or 1) // max(1, self.nodes))
+            threads = max(1, usable_cores() // max(1, self.nodes))
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         bin_dir = str(Path(sys.executable).parent)  # SuperExec starts flwr-* apps by name
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")

@@ -40,6 +40,7 @@ from typing import Any
 from fedmap.errors import ConfigError
 from fedmap.runs.checkpoint import list_checkpoints
 from fedmap.runs.config import Config, apply_override, config_from_dict, dump_toml, read_toml
+from fedmap.runs.cores import usable_cores
 
 PRUNING_ONLY_PREFIX = "pruning."  # keys dense FedAvg ignores
 
@@ -174,7 +175,7 @@ def run_sweep(
     sweep.out.mkdir(parents=True, exist_ok=True)
     (sweep.out / "configs").mkdir(exist_ok=True)
     (sweep.out / "logs").mkdir(exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // sweep.parallel)
+    threads = max(1, usable_cores() // sweep.parallel)
     outcomes: list[RunOutcome] = []
     total = len(sweep.runs)
 
