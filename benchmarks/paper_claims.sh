@@ -5,6 +5,8 @@
 # FedDST up to twice that), so days for the whole grid; on one H100/H200 with PARALLEL=12,
 # 72-115 s (client-local about 320 s), so about an hour for the whole grid. Finished runs
 # are skipped: stop it at any time (SIGTERM keeps a checkpoint) and run it again to continue.
+# Several machines sharing OUT (or several terminals) split the grid: each run is locked while
+# it runs, and a run another sweep holds is reported busy and left to it.
 #
 #   bash benchmarks/paper_claims.sh                 # PARALLEL=2 by default
 #   PARALLEL=12 bash benchmarks/paper_claims.sh --set data.path=/data/fashion-mnist
