@@ -372,3 +372,14 @@ def test_runs_split_the_cores_this_process_may_use_not_the_machines(tmp_path, mo
     assert "threads=1" in calls.read_text().splitlines()
     monkeypatch.setattr(fedmap.runs.cores.os, "sched_getaffinity", lambda pid: set(range(8)))
     assert fedmap.runs.cores.usable_cores() == 8
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_the_run_process_holds_its_claim_so_a_killed_sweep_frees_nothing(tmp_path):
+    from fedmap.runs.sweep import run_sweep
+
+    sweep = write(tmp_path, 'base = "base.toml"\nparallel = 1\n[grid]\nseed = [0]\n')
+    # the child lists its open files: the run's lock must be among them
+    stub, calls = recording_stub(tmp_path, f"ls -l /proc/$$/fd >> {tmp_path}/calls")
+    run_sweep(load_sweep(sweep, out=tmp_path / "out"), python=str(stub))
+    assert "logs/seed0.lock" in calls.read_text()

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fedmap.errors import ConfigError
 from fedmap.runs.checkpoint import list_checkpoints
@@ -214,11 +214,20 @@ class _Children:
         self.running: set[subprocess.Popen[bytes]] = set()
         self.stopping = False
 
-    def start(self, args: list[str], log: Any, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def start(
+        self, args: list[str], log: Any, env: dict[str, str], claim: int | None
+    ) -> subprocess.Popen[bytes]:
+        """Start a child that also holds ``claim`` (the run's lock) until it exits."""
         with self.lock:
             if self.stopping:
                 raise RuntimeError("the sweep is stopping")
-            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+            process = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                pass_fds=() if claim is None else (claim,),
+            )
             self.running.add(process)
             return process
 
@@ -268,28 +277,31 @@ def _run_one(
     sweep: Sweep, run: SweepRun, python: str, threads: int, children: _Children
 ) -> RunOutcome:
     """Claim the run, then start it unless another sweep finished it since this one began."""
-    with _claim(sweep.out / "logs" / f"{run.name}.lock") as claimed:
-        if not claimed:
+    with _claim(sweep.out / "logs" / f"{run.name}.lock") as claim:
+        if claim is False:
             detail = f"another sweep is running it (holds logs/{run.name}.lock)"
             return RunOutcome(run.name, "busy", detail=detail)
         done = _already_done(sweep, run)
         if done is not None:
             return done
-        return _start_run(sweep, run, python, threads, children)
+        return _start_run(sweep, run, python, threads, children, claim)
 
 
 @contextlib.contextmanager
-def _claim(lock_path: Path) -> Iterator[bool]:
-    """A non-blocking exclusive lock the OS drops when its holder dies: a crash leaves no claim.
+def _claim(lock_path: Path) -> Iterator[int | Literal[False] | None]:
+    """An exclusive lock on the run, not waited for: its descriptor, or False if another holds it.
 
     ``flock`` rather than a marker file, which a killed sweep would leave behind
-    and which would then need a staleness rule. Without ``fcntl`` (Windows) runs are
-    not claimed, and two sweeps over one folder must not overlap.
+    and which would then need a staleness rule: the OS drops the lock when the
+    last process holding it exits. The run's process inherits the descriptor, so
+    a sweep killed with SIGKILL leaves the claim with the run it orphaned, not free
+    for a second copy. Without ``fcntl`` (Windows) runs are not claimed (None), and
+    two sweeps over one folder must not overlap.
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        yield True
+        yield None
         return
     with lock_path.open("a") as handle:
         try:
@@ -297,14 +309,16 @@ def _claim(lock_path: Path) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield handle.fileno()  # closing the last descriptor to it releases the lock
 
 
 def _start_run(
-    sweep: Sweep, run: SweepRun, python: str, threads: int, children: _Children
+    sweep: Sweep,
+    run: SweepRun,
+    python: str,
+    threads: int,
+    children: _Children,
+    claim: int | None,
 ) -> RunOutcome:
     """One ``fedmap run`` process (or ``--resume`` after a checkpoint); its log in logs/."""
     run_dir = sweep.out / run.name
@@ -329,7 +343,7 @@ def _start_run(
         log.write(f"$ fedmap {' '.join(args)}\n")
         log.flush()
         offset = log.tell()  # this attempt's output starts here
-        process = children.start([python, "-m", "fedmap", *args], log, env)
+        process = children.start([python, "-m", "fedmap", *args], log, env, claim)
         try:
             code = process.wait()
         finally:
