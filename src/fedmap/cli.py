@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -218,26 +219,24 @@ def sweep(
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
-    failed = [o for o in outcomes if o.status == "failed"]
-    stale = [o for o in outcomes if o.status == "stale"]
+    count = Counter(o.status for o in outcomes)
     err.print(
         f"sweep done in {(time.perf_counter() - started) / 60:.1f} min: "
-        f"{sum(o.status == 'finished' for o in outcomes)} run, "
-        f"{sum(o.status == 'skipped' for o in outcomes)} skipped (finished before), "
-        f"{len(failed)} failed, {len(stale)} stale; logs in {escape(str(plan.out / 'logs'))}",
+        f"{count['finished']} run, {count['skipped']} skipped (finished before), "
+        f"{count['failed']} failed, {count['stale']} stale; "
+        f"logs in {escape(str(plan.out / 'logs'))}",
         soft_wrap=True,
     )
-    busy = sum(o.status == "busy" for o in outcomes)
-    if busy:
+    if count["busy"]:
         err.print(
-            f"{busy} run(s) were running in another sweep over {escape(str(plan.out))}; "
+            f"{count['busy']} run(s) were running in another sweep over {escape(str(plan.out))}; "
             "run this command again once it ends to include them",
             soft_wrap=True,
         )
     err.print(
         f"report: fedmap report {escape(str(plan.out))} --out {escape(str(plan.out / 'report'))}"
     )
-    if failed or stale:
+    if count["failed"] or count["stale"]:
         raise typer.Exit(1)
 
 
