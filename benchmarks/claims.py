@@ -12,12 +12,13 @@ points of the grid are missing, so a partial sweep is reported as partial.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import statistics
 import sys
 from pathlib import Path
 
-from fedmap.runs.report import find_runs, group_runs, load_run, write_report
+from fedmap.runs.report import RunData, find_runs, group_runs, load_run, write_report
 from fedmap.runs.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,47 @@ DOCS = ROOT / "docs"
 
 def mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
+
+
+def round_one_clients(run: RunData) -> list[int]:
+    """The clients that answered round 1, from the run's ledger (none where it was not kept)."""
+    ledger = run.path / "ledger.csv"
+    if not ledger.is_file():
+        return []
+    with ledger.open() as stream:
+        return sorted(
+            {
+                int(row["client"])
+                for row in csv.DictReader(stream)
+                if row["round"] == "1" and row["direction"] == "up"
+            }
+        )
+
+
+def chance_level(runs: list[RunData]) -> list[str]:
+    """A line per run whose final accuracy is at most 1.5x chance, with what round 1 did.
+
+    A mean over seeds hides a collapsed seed behind a large std; this names it. Where
+    round 1 was one client (PruneFL's initial pruning), the labels that client held are
+    the first thing to look at, so they are listed.
+    """
+    lines = []
+    for run in sorted(runs, key=lambda r: r.path.name):
+        classes = len(run.partition[0]) if run.partition else 10
+        accuracy = float(run.summary["final_test_accuracy"])
+        if accuracy > 1.5 / classes or not run.rows:
+            continue
+        text = (
+            f"- `{run.path.name}`: final {accuracy:.2%}, test loss after round 1 "
+            f"{float(run.rows[0]['test_loss']):.1f}"
+        )
+        cohort = round_one_clients(run)
+        if len(cohort) == 1 and cohort[0] < len(run.partition):
+            counts = run.partition[cohort[0]]
+            held = ", ".join(f"label {k}: {n}" for k, n in enumerate(counts) if n)
+            text += f"; round 1 was client {cohort[0]} alone, holding {held}"
+        lines.append(text + ".")
+    return lines
 
 
 def main() -> int:
@@ -124,6 +166,17 @@ def main() -> int:
             else ""
         ),
     ]
+    collapsed = chance_level(runs)
+    if collapsed:
+        lines += [
+            "",
+            "## Runs at chance level",
+            "",
+            f"{len(collapsed)} runs end at most 1.5x chance accuracy (15 % for 10 classes); "
+            "their seeds' means above include them.",
+            "",
+            *collapsed,
+        ]
     devices = sorted({str(r.summary.get("device")) for r in runs})
     header = [
         "# Results: FedMap and its baselines on Fashion-MNIST",

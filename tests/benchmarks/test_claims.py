@@ -1,0 +1,47 @@
+"""benchmarks/claims.py names the runs that collapsed, which a mean over seeds hides."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from fedmap.runs.report import RunData
+
+CLAIMS = Path(__file__).resolve().parents[2] / "benchmarks" / "claims.py"
+
+
+def load_claims():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("claims", CLAIMS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(path: Path, accuracy: float, ledger: str | None) -> RunData:
+    path.mkdir()
+    if ledger is not None:
+        (path / "ledger.csv").write_text("round,client,direction,total\n" + ledger)
+    return RunData(
+        path=path,
+        config={},
+        summary={"final_test_accuracy": accuracy},
+        rows=[{"round": 1, "test_loss": 18.19}],
+        client_accuracy=[],
+        partition=[[5, 5, 0, 0, 0, 0, 0, 0, 0, 0], [0, 294, 250, 0, 0, 0, 0, 0, 0, 0]],
+    )
+
+
+def test_only_runs_near_chance_are_listed_with_the_lone_round_one_clients_labels(tmp_path):
+    claims = load_claims()
+    lone = fake_run(tmp_path / "lone", 0.10, "1,1,down,9\n1,1,up,9\n2,0,up,9\n")
+    cohort = fake_run(tmp_path / "cohort", 0.12, "1,0,up,9\n1,1,up,9\n")
+    unknown = fake_run(tmp_path / "unknown", 0.15, None)
+    fine = fake_run(tmp_path / "fine", 0.151, "1,1,up,9\n")
+    lines = claims.chance_level([fine, unknown, lone, cohort])
+    assert lines == [
+        "- `cohort`: final 12.00%, test loss after round 1 18.2.",
+        "- `lone`: final 10.00%, test loss after round 1 18.2; round 1 was client 1 alone, "
+        "holding label 1: 294, label 2: 250.",
+        "- `unknown`: final 15.00%, test loss after round 1 18.2.",
+    ]
