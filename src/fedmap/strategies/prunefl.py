@@ -12,7 +12,10 @@ charged in full. The server averages them and keeps the weights with the largest
 importance, so pruned weights can regrow (from 0.0) and kept ones can go. PruneFL
 sizes the set by trading importance against per-parameter compute time on the
 device; we hold the size at the target density instead, so that every method is
-compared at the same sparsity (documented in docs/results.md).
+compared at the same sparsity (docs/methods.md). The reference code's
+initial pruning iterates plain-SGD training and importance-based pruning on the chosen
+client until the size settles; here it is one local epoch and one magnitude step, and a
+label-skewed client can diverge in it (measured in docs/methods.md).
 """
 
 from __future__ import annotations
