@@ -45,6 +45,12 @@ def round_one_clients(run: RunData) -> list[int]:
         )
 
 
+def at_chance(run: RunData) -> bool:
+    """Whether the run's final accuracy is at most 1.5x chance for its number of classes."""
+    classes = len(run.partition[0]) if run.partition else 10
+    return float(run.summary["final_test_accuracy"]) <= 1.5 / classes
+
+
 def chance_level(runs: list[RunData]) -> list[str]:
     """A line per run whose final accuracy is at most 1.5x chance, with what round 1 did.
 
@@ -54,10 +60,9 @@ def chance_level(runs: list[RunData]) -> list[str]:
     """
     lines = []
     for run in sorted(runs, key=lambda r: r.path.name):
-        classes = len(run.partition[0]) if run.partition else 10
-        accuracy = float(run.summary["final_test_accuracy"])
-        if accuracy > 1.5 / classes or not run.rows:
+        if not at_chance(run) or not run.rows:
             continue
+        accuracy = float(run.summary["final_test_accuracy"])
         text = (
             f"- `{run.path.name}`: final {accuracy:.2%}, test loss after round 1 "
             f"{float(run.rows[0]['test_loss']):.1f}"
@@ -173,7 +178,13 @@ def main() -> int:
             "## Runs at chance level",
             "",
             f"{len(collapsed)} runs end at most 1.5x chance accuracy (15 % for 10 classes); "
-            "their seeds' means above include them.",
+            "their seeds' means above include them."
+            + (
+                " PruneFL's round 1 is one client's model, unaveraged: docs/methods.md measures "
+                "why it can start everyone from a diverged model."
+                if any(r.method == "prunefl" and at_chance(r) for r in runs)
+                else ""
+            ),
             "",
             *collapsed,
         ]
