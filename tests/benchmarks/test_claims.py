@@ -45,3 +45,31 @@ def test_only_runs_near_chance_are_listed_with_the_lone_round_one_clients_labels
         "holding label 1: 294, label 2: 250.",
         "- `unknown`: final 15.00%, test loss after round 1 18.2.",
     ]
+
+
+def seeded(tmp_path: Path, name: str, seed: int, clients: list[float]) -> RunData:
+    return RunData(
+        path=tmp_path / name,
+        config={"seed": seed},
+        summary={"final_sparsity": 0.9},
+        rows=[],
+        client_accuracy=clients,
+        partition=[],
+    )
+
+
+def test_the_stability_claim_compares_only_the_seeds_both_methods_ran(tmp_path):
+    claims = load_claims()
+    # seed 0's partition is mild, seeds 1-2 are harsh; client-local has finished seed 0 only
+    fedmap = [
+        seeded(tmp_path, "f0", 0, [0.5, 0.7]),  # std 10 points
+        seeded(tmp_path, "f1", 1, [0.2, 0.8]),  # std 30 points
+        seeded(tmp_path, "f2", 2, [0.2, 0.8]),
+    ]
+    local = [seeded(tmp_path, "l0", 0, [0.4, 0.8])]  # std 20 points
+    verdict = claims.std_verdict(fedmap, local)
+    assert verdict == (
+        "FedMap 10.00 vs client-local 20.00 points (sparsity 90.0% vs 90.0%; seed 0): **met**"
+    )
+    assert "not met" in claims.std_verdict(local, fedmap)
+    assert claims.std_verdict(fedmap, [seeded(tmp_path, "l5", 5, [0.1, 0.9])]) is None
