@@ -32,11 +32,7 @@ def mean(values: list[float]) -> float:
 
 def client_std_by_seed(runs: list[RunData]) -> dict[int, float]:
     """Per seed, the spread of the final model's accuracy over the clients' test splits."""
-    return {
-        int(r.config["seed"]): statistics.pstdev(r.client_accuracy)
-        for r in runs
-        if r.client_accuracy
-    }
+    return {r.seed: r.client_std for r in runs if r.client_std is not None}
 
 
 def std_verdict(fedmap: list[RunData], local: list[RunData]) -> str | None:
@@ -84,7 +80,7 @@ def at_chance(run: RunData) -> bool:
 
 
 def chance_level(runs: list[RunData]) -> list[str]:
-    """A line per run whose final accuracy is at most 1.5x chance, with what round 1 did.
+    """A line per run at chance (:func:`at_chance`), with what round 1 did.
 
     A mean over seeds hides a collapsed seed behind a large std; this names it. Where
     round 1 was one client (PruneFL's initial pruning), the labels that client held are
@@ -196,6 +192,7 @@ def main() -> int:
         ),
     ]
     collapsed = chance_level(runs)
+    prunefl_collapsed = any(r.method == "prunefl" and at_chance(r) for r in runs)
     if collapsed:
         lines += [
             "",
@@ -206,7 +203,7 @@ def main() -> int:
             + (
                 " PruneFL's round 1 is one client's model, unaveraged: docs/methods.md measures "
                 "why it can start everyone from a diverged model."
-                if any(r.method == "prunefl" and at_chance(r) for r in runs)
+                if prunefl_collapsed
                 else ""
             ),
             "",

@@ -66,6 +66,11 @@ class RunData:
         return int(self.config.get("seed", 0))
 
     @property
+    def client_std(self) -> float | None:
+        """The std over clients of the final model's local accuracy; None without them."""
+        return statistics.pstdev(self.client_accuracy) if self.client_accuracy else None
+
+    @property
     def setting(self) -> str:
         """The data setting, e.g. ``IID`` or ``Dirichlet(0.5)``."""
         data = self.config.get("data", {})
@@ -235,7 +240,7 @@ def fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
 
 def client_std(group: Group) -> list[float]:
     """Per run: the std over clients of the final model's local accuracy."""
-    return [statistics.pstdev(r.client_accuracy) for r in group.runs if r.client_accuracy]
+    return [r.client_std for r in group.runs if r.client_std is not None]
 
 
 def wall_cell(group: Group) -> str:
