@@ -201,8 +201,8 @@ def main() -> int:
             f"{len(collapsed)} runs end at most 1.5x chance accuracy (15 % for 10 classes); "
             "their seeds' means above include them."
             + (
-                " PruneFL's round 1 is one client's model, unaveraged: docs/methods.md measures "
-                "why it can start everyone from a diverged model."
+                " PruneFL's round 1 is one client's initially pruned model, unaveraged and "
+                "unscreened (docs/methods.md)."
                 if prunefl_collapsed
                 else ""
             ),

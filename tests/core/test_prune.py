@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask
-from fedmap.core.prune import compute_mask, num_to_prune
+from fedmap.core.prune import compute_mask, num_to_prune, prunefl_adjust
 
 
 def small_layout() -> Layout:
@@ -109,3 +109,31 @@ def test_smallest_equals_the_first_of_a_stable_sort(values, count):
     tensor = torch.tensor(values)
     expected = torch.sort(torch.sort(tensor, stable=True).indices[:count]).values
     assert torch.equal(smallest(tensor, count), expected)
+
+
+def test_prunefl_adjust_drops_by_magnitude_per_tensor_and_refills_by_importance():
+    layout = Layout(("a", "b", "bias"), ((10,), (10,), (2,)), (True, True, False))
+    keep = torch.tensor([True] * 10 + [True] * 5 + [False] * 5 + [True] * 2)
+    mask = Mask(layout, keep)
+    values = torch.cat([torch.arange(1, 11.0), torch.arange(1, 11.0), torch.zeros(2)]) * keep
+    importance = torch.zeros(22)
+    importance[0] = 9.0  # the smallest weight of "a": dropped by magnitude, back by importance
+    importance[19] = 8.0  # never kept in "b": regrows
+    importance[18] = 7.0
+    new = prunefl_adjust(values, importance, mask, min_kept=13, max_decrease=0.3)
+    # int(0.3 * 10) = 3 leave "a" (indices 0-2), int(0.3 * 5) = 1 leaves "b" (index 10)
+    # 11 survivors; 2 refill places go to indices 0 and 19, not 18
+    kept = set(new.flat.nonzero().squeeze(1).tolist())
+    assert kept == {0, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 19, 20, 21}
+    assert new.num_kept_prunable == 13
+
+
+def test_prunefl_adjust_keeps_the_survivors_when_they_reach_the_size():
+    layout = Layout(("a",), ((10,),), (True,))
+    mask = Mask.dense(layout)
+    values = torch.arange(1, 11.0)
+    importance = torch.arange(10, 0, -1.0)  # the small weights matter most, but none comes back
+    new = prunefl_adjust(values, importance, mask, min_kept=2, max_decrease=0.3)
+    assert new.flat.tolist() == [False] * 3 + [True] * 7
+    with pytest.raises(ValueError, match="max_decrease"):
+        prunefl_adjust(values, importance, mask, min_kept=2, max_decrease=1.5)

@@ -136,6 +136,7 @@ def make_reply(
     layout: Layout,
     grad_mean: torch.Tensor | None = None,
     grad_sq: torch.Tensor | None = None,
+    chosen: Mask | None = None,
 ) -> Reply:
     """Do the round's client ``task`` on a trained model and encode what goes back.
 
@@ -143,7 +144,7 @@ def make_reply(
     function for every front door, so the simulator and a Flower client send the
     same bytes for the same training.
     """
-    update = finish_client(task, packed, mask, grad_mean, grad_sq)
+    update = finish_client(task, packed, mask, grad_mean, grad_sq, chosen)
     encoded = encode_reply(
         update.packed,
         state,

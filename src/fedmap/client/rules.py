@@ -33,11 +33,24 @@ class ClientTask:
         and regrow as many where the dense gradient is largest; send the new mask.
     importance
         PruneFL: also send the mean squared gradients of every prunable weight.
+    initial_pruning
+        PruneFL's round 1: reach ``prune_to`` by the iterative initial pruning of
+        :mod:`fedmap.client.initial_pruning` instead of training and pruning once.
     """
 
     prune_to: float | None = None
     regrow: float = 0.0
     importance: bool = False
+    initial_pruning: bool = False
+
+    def __post_init__(self) -> None:
+        if self.initial_pruning and self.prune_to is None:
+            raise ValueError("an initial-pruning task needs the density to prune to (prune_to)")
+
+    @property
+    def initial_density(self) -> float | None:
+        """The density the client's initial pruning reaches (None: not that task)."""
+        return self.prune_to if self.initial_pruning else None
 
     @property
     def needs_gradients(self) -> bool:
@@ -66,16 +79,26 @@ def finish_client(
     mask: Mask,
     grad_mean: torch.Tensor | None = None,
     grad_sq: torch.Tensor | None = None,
+    chosen: Mask | None = None,
 ) -> ClientUpdate:
-    """Apply ``task`` to a trained model (``packed`` with the received ``mask``)."""
+    """Apply ``task`` to a trained model (``packed`` with the received ``mask``).
+
+    ``chosen`` is the mask an initial-pruning client reached while training (it
+    replaces the one-step magnitude prune to ``task.prune_to``).
+    """
     if task is None or not (task.sends_mask or task.importance):
         return ClientUpdate(packed, mask, own_mask=False)
     if task.needs_gradients and (grad_mean is None or grad_sq is None):
         raise ValueError("this round's client task needs the engine's gradient statistics")
+    if task.initial_pruning and chosen is None:
+        raise ValueError("this round's initial pruning needs the mask the engine's client chose")
     values = torch.zeros(mask.layout.numel, dtype=torch.float32)
     values[mask.flat] = packed.to(torch.float32)
     own = mask
-    if task.prune_to is not None:
+    if task.initial_pruning:
+        assert chosen is not None
+        own = chosen
+    elif task.prune_to is not None:
         own = prune_to_density(values, own, task.prune_to)
     if task.regrow > 0:
         assert grad_mean is not None

@@ -68,17 +68,40 @@ def train_local(
         order = torch.randperm(len(x), generator=generator).to(x.device)
         for start in range(0, len(x), config.batch_size):
             batch = order[start : start + config.batch_size]
-            loss = F.cross_entropy(model(x[batch]), y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for name, keep in masks.items():
-                grad = params[name].grad
-                if grad is not None:
-                    grad.mul_(keep)
-            optimizer.step()
-            total += loss.detach()  # no host sync per step
+            total += masked_step(model, params, masks, optimizer, x[batch], y[batch])
             batches += 1
     return float(total) / max(batches, 1)
+
+
+def masked_step(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    squares: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """One SGD step on a batch with the pruned weights' gradients zeroed; the loss, detached.
+
+    ``squares`` (name -> tensor), when given, accumulates the squared *dense*
+    gradients, taken before the mask zeroes them: PruneFL's importance, which must
+    see the weights it might regrow.
+    """
+    loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if squares is not None:
+        for name, total in squares.items():
+            grad = params[name].grad
+            if grad is not None:
+                total.add_(grad.square())
+    for name, keep in masks.items():
+        grad = params[name].grad
+        if grad is not None:
+            grad.mul_(keep)
+    optimizer.step()
+    return loss.detach()  # no host sync per step
 
 
 def gradient_stats(

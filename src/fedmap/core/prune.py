@@ -173,3 +173,55 @@ def smallest(values: torch.Tensor, count: int) -> torch.Tensor:
     ties = (values == kth).nonzero().squeeze(1)[:missing]
     chosen[ties] = True
     return chosen.nonzero().squeeze(1)
+
+
+def prunefl_adjust(
+    values: torch.Tensor,
+    importance: torch.Tensor,
+    mask: Mask,
+    min_kept: int,
+    max_decrease: float,
+) -> Mask:
+    """PruneFL's reconfiguration at a bounded size: drop by magnitude, refill by importance.
+
+    As the reference code's ``process_layer``: in every prunable tensor the
+    ``int(max_decrease * kept)`` kept weights with the smallest ``|w|`` become
+    candidates, beside every weight not kept; the rest stay. PruneFL then adds
+    candidates back in order of importance (squared gradients) while that pays for
+    their compute time; here the refill is by importance alone, up to ``min_kept``
+    weights in all (none when the survivors already reach it), so a caller holds the
+    size at the target. A refilled weight that was pruned before starts from 0.0.
+
+    Parameters
+    ----------
+    values
+        Canonical vector of the model the magnitudes come from.
+    importance
+        Canonical vector (numel,) of scores; only prunable coordinates are read.
+    mask
+        The current mask.
+    min_kept
+        Prunable weights to keep at least (the survivors are all kept when more).
+    max_decrease
+        Share of each tensor's kept weights that may leave by magnitude.
+    """
+    if not 0.0 <= max_decrease <= 1.0:
+        raise ValueError(f"max_decrease must be in [0, 1], got {max_decrease}")
+    layout = mask.layout
+    magnitude = values.detach().to("cpu", torch.float32).abs()
+    survivors = mask.flat.clone()
+    for i, is_prunable in enumerate(layout.prunable):
+        if is_prunable:
+            part = layout.slice_of(i)
+            kept = int(survivors[part].sum())
+            _prune_candidates(
+                magnitude[part],
+                survivors[part].clone(),
+                1.0,
+                survivors[part],
+                int(max_decrease * kept),
+            )
+    base = Mask(layout, survivors)
+    refill = min_kept - base.num_kept_prunable
+    candidates = layout.prunable_flat & ~survivors
+    return keep_top(importance.detach().to("cpu"), candidates, max(refill, 0), base)

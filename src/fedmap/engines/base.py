@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from fedmap.client.rules import ClientTask
 from fedmap.client.train import TrainConfig
 from fedmap.core.mask import Mask, unpack
 
@@ -26,6 +27,16 @@ class RoundConfig:
     seed: int
     train: TrainConfig
     gradients: bool = False  # also return dense gradient statistics (FedDST, PruneFL rounds)
+    initial_pruning: float | None = None  # PruneFL's round 1: train and prune to this density
+
+    @classmethod
+    def for_task(
+        cls, round: int, seed: int, train: TrainConfig, task: ClientTask | None
+    ) -> RoundConfig:
+        """The round's settings with what its client ``task`` asks of the engine."""
+        if task is None:
+            return cls(round, seed, train)
+        return cls(round, seed, train, task.needs_gradients, task.initial_density)
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,8 @@ class ClientResult:
 
     ``grad_mean`` and ``grad_sq`` (canonical dense CPU vectors) are filled only when
     the round asked for gradients: see :func:`fedmap.client.train.gradient_stats`.
+    ``own_mask`` is the mask the client chose while training (PruneFL's initial
+    pruning); ``packed`` then still uses the received mask, with 0.0 outside its own.
     """
 
     client_id: int
@@ -42,6 +55,7 @@ class ClientResult:
     train_loss: float
     grad_mean: torch.Tensor | None = None
     grad_sq: torch.Tensor | None = None
+    own_mask: Mask | None = None
 
 
 class Engine(Protocol):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fedmap.client.initial_pruning import initial_pruning
 from fedmap.client.train import gradient_stats, load_values, train_local
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pack, pruned_multipliers
@@ -85,6 +86,8 @@ class SequentialEngine:
         index = self.client_indices[client]
         load_values(model, start)
         x, y = self.x_train[index], self.y_train[index]
+        if round_cfg.initial_pruning is not None:
+            return self._initial_pruning(model, mask, client, x, y, round_cfg, generator, seed)
         if seed_dropout:
             devices = [self.device] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
@@ -100,6 +103,36 @@ class SequentialEngine:
         grad_mean = self.layout.flatten({**state, **mean})  # buffers: their values, unused
         grad_sq = self.layout.flatten({**state, **squares})
         return ClientResult(client, pack(trained, mask), len(index), loss, grad_mean, grad_sq)
+
+    def _initial_pruning(
+        self,
+        model: nn.Module,
+        mask: Mask,
+        client: int,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        round_cfg: RoundConfig,
+        generator: torch.Generator,
+        seed: int,
+    ) -> ClientResult:
+        """PruneFL's round 1: the client's own iterative prune (fedmap.client.initial_pruning)."""
+        assert round_cfg.initial_pruning is not None
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            result = initial_pruning(
+                model,
+                self.layout,
+                mask,
+                x,
+                y,
+                round_cfg.initial_pruning,
+                round_cfg.train,
+                generator,
+            )
+        trained = self.layout.flatten(model.state_dict())
+        packed = pack(trained, mask)
+        return ClientResult(client, packed, len(x), result.train_loss, own_mask=result.mask)
 
     def prunable_masks(self, mask: Mask) -> dict[str, torch.Tensor]:
         """0/1 float multipliers for the pruned parameters, cached per mask object."""

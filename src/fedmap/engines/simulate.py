@@ -396,8 +396,7 @@ class Simulation(RoundLoop):
             participants.append(client)
         model, task = server.model, server.plan.task if server.plan else None
         start = pack(model.values, model.mask)
-        gradients = task is not None and task.needs_gradients
-        round_cfg = RoundConfig(rnd, self.seed, self.train, gradients=gradients)
+        round_cfg = RoundConfig.for_task(rnd, self.seed, self.train, task)
         results = (
             self.engine.train_cohort(start, model.mask, participants, round_cfg)  # 2. training
             if participants
@@ -423,6 +422,7 @@ class Simulation(RoundLoop):
                 layout=layout,
                 grad_mean=result.grad_mean,
                 grad_sq=result.grad_sq,
+                chosen=result.own_mask,
             )
             entry = ledger_entry(
                 reply.update,

@@ -150,7 +150,7 @@ class VectorizedEngine:
     ) -> list[ClientResult]:
         """Train ``clients`` from the global model, ``chunk`` at a time; results in order."""
         size = self.chunk or max(len(clients), 1)
-        if round_cfg.gradients:  # rare rounds (FedDST, PruneFL) that need dense gradients too
+        if round_cfg.gradients or round_cfg.initial_pruning is not None:  # rare rounds
             return self._sequential_engine().train_cohort(global_packed, mask, clients, round_cfg)
         if size == 1:  # nothing to stack: per-client loops, one per core where possible
             return self._one_at_a_time(global_packed, mask, clients, round_cfg)

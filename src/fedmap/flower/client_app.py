@@ -85,12 +85,8 @@ def train(message: Message, context: Context) -> Message:
     state, mask = received.state, received.state.mask
     assert mask is not None
     task = _task(fields)
-    round_cfg = RoundConfig(
-        received.message.round,
-        config.seed,
-        train_config(config),
-        gradients=task is not None and task.needs_gradients,
-    )
+    settings = train_config(config)
+    round_cfg = RoundConfig.for_task(received.message.round, config.seed, settings, task)
     partition = _partition(context)
     start = pack(received.values, mask)
     result = node.engine.train_cohort(start, mask, [partition], round_cfg)[0]
@@ -106,6 +102,7 @@ def train(message: Message, context: Context) -> Message:
         layout=layout,
         grad_mean=result.grad_mean,
         grad_sq=result.grad_sq,
+        chosen=result.own_mask,
     )
     _save(
         context,
@@ -185,6 +182,7 @@ def _task(fields: dict[str, Any]) -> ClientTask | None:
         prune_to=None if prune_to is None else float(prune_to),
         regrow=float(fields.get("task-regrow", 0.0)),
         importance=bool(fields.get("task-importance", False)),
+        initial_pruning=bool(fields.get("task-initial-pruning", False)),
     )
 
 

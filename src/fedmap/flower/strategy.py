@@ -368,6 +368,7 @@ class FedMapFlowerStrategy(Strategy):
                 fields["task-prune-to"] = task.prune_to
             fields["task-regrow"] = task.regrow
             fields["task-importance"] = task.importance
+            fields["task-initial-pruning"] = task.initial_pruning
         message = Message(fedmap_content(fields), dst_node_id=node.node_id, message_type=TRAIN)
         self._sent(self._scratch(), node, message, server_round, len(encoded.data))
         return message

@@ -1,21 +1,21 @@
 """PruneFL: initial pruning on one client, then adaptive pruning with regrowth.
 
 Jiang et al., "Model Pruning Enables Efficient Federated Learning on Edge Devices",
-IEEE TNNLS 2022. Two stages. *Initial pruning*: one client trains the dense model on
-its own data and prunes it by magnitude, so federated training starts small; here
-the round-1 cohort is that one client, which prunes its trained model to the target
-density and sends values and mask (both charged); the server adopts them and
-bootstraps everyone. *Adaptive pruning*: every ``rounds_per_step`` rounds (the
-reconfiguration interval) clients also send, for every prunable weight, the sum of
-squared gradients on their data, PruneFL's importance, a dense message that is
-charged in full. The server averages them and keeps the weights with the largest
-importance, so pruned weights can regrow (from 0.0) and kept ones can go. PruneFL
-sizes the set by trading importance against per-parameter compute time on the
-device; we hold the size at the target density instead, so that every method is
-compared at the same sparsity (docs/methods.md). The reference code's
-initial pruning iterates plain-SGD training and importance-based pruning on the chosen
-client until the size settles; here it is one local epoch and one magnitude step, and a
-label-skewed client can diverge in it (measured in docs/methods.md).
+IEEE TNNLS 2022, as its reference code (github.com/jiangyuang/PruneFL) runs it. Two
+stages. *Initial pruning*: round 1's cohort is one client, which trains the dense
+model with plain SGD on ten batches of its data and reconfigures it every 50 passes
+until the size settles (:mod:`fedmap.client.initial_pruning`); it sends values and
+mask (both charged), and the server adopts them and bootstraps everyone.
+*Adaptive pruning*: every ``rounds_per_step`` rounds (the reconfiguration interval)
+clients also send, for every prunable weight, the squared gradients on their data,
+PruneFL's importance, a dense message charged in full. The server averages them and
+reconfigures with :func:`~fedmap.core.prune.prunefl_adjust`: up to 30 % of each
+tensor's kept weights (halving every 10,000 rounds, as the reference's
+``ADJ_HALF_LIFE``) leave by magnitude, and the freed places go to the weights of
+largest importance, pruned ones included, which regrow. PruneFL sizes the set by
+trading importance against per-weight compute time on the device; here the size is
+held at the target density so that every method meets at one sparsity
+(docs/methods.md).
 """
 
 from __future__ import annotations
@@ -24,10 +24,13 @@ from typing import Any
 
 import torch
 
+from fedmap.client.initial_pruning import MAX_DECREASE
 from fedmap.client.rules import ClientTask
 from fedmap.core.layout import Layout
-from fedmap.core.prune import keep_top
+from fedmap.core.prune import prunefl_adjust
 from fedmap.strategies.base import GlobalModel, Step, Strategy
+
+HALF_LIFE_ROUNDS = 10_000  # ADJ_HALF_LIFE of the reference's configs
 
 
 class PruneFLStrategy(Strategy):
@@ -61,7 +64,7 @@ class PruneFLStrategy(Strategy):
     def client_task(self, round: int) -> ClientTask | None:
         """Round 1: prune to the target; reconfiguration rounds: send importance."""
         if round == 1:
-            return ClientTask(prune_to=1.0 - self.target_sparsity)
+            return ClientTask(prune_to=1.0 - self.target_sparsity, initial_pruning=True)
         if round % self.rounds_per_step == 0:
             return ClientTask(importance=True)
         return None
@@ -71,14 +74,17 @@ class PruneFLStrategy(Strategy):
         self._importance = importance.clone()
 
     def plan(self, round: int, model: GlobalModel) -> Step:
-        """Reconfigure from the last importance: the top weights at the mask's size."""
+        """Reconfigure from the last importance at the mask's size (see module docstring)."""
         if self._importance is None:
             return Step()
         importance, self._importance = self._importance, None
         layout = model.mask.layout
         scores = torch.zeros(layout.numel, dtype=torch.float64)
         scores[layout.prunable_flat] = importance.double()
-        mask = keep_top(scores, layout.prunable_flat, model.mask.num_kept_prunable, model.mask)
+        decrease = MAX_DECREASE * 0.5 ** (round / HALF_LIFE_ROUNDS)
+        mask = prunefl_adjust(
+            model.values, scores, model.mask, model.mask.num_kept_prunable, decrease
+        )
         if mask.same_as(model.mask):
             return Step()
         self._reconfigurations += 1
