@@ -166,6 +166,13 @@ def test_prunefl_starts_from_one_client_and_its_masks_change_and_regrow(tiny_con
     ]
     assert changed, "the importance never changed the mask"
     assert reactivated(masks) > 0  # weights pruned earlier come back by importance
+    layout: Layout = run["layout"]
+    for before, after in zip(masks, masks[1:], strict=False):  # at most 30 % leave per tensor
+        for i, is_prunable in enumerate(layout.prunable):
+            part = layout.slice_of(i)
+            kept = int(before.flat[part].sum())
+            stayed = int((before.flat[part] & after.flat[part]).sum())
+            assert not is_prunable or stayed >= kept - int(0.3 * kept)
     # importance travels on reconfiguration rounds (every 2nd): a second, dense uplink per client
     for record in run["records"][1:]:
         ups = [e for e in record.ledger if e.direction == "up"]
