@@ -23,6 +23,7 @@ from fedmap.runs.config import dump_toml
 from fedmap.runs.experiment import create_run_dir, prepare
 from fedmap.runs.experiment import run as run_experiment
 from fedmap.runs.resume import open_for_resume
+from fedmap.strategies.revisions import REVISIONS
 
 # Faults, a guard and pruning every round: every kind of state a checkpoint must carry.
 STATEFUL = {
@@ -256,6 +257,16 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, tiny_config):
     (tmp_path / "done" / "config.toml").write_text(dump_toml(edited))
     changed = runner.invoke(app, ["run", "--resume", str(tmp_path / "done")])
     assert changed.exit_code == 1 and "different config" in changed.output
+
+
+def test_resume_refuses_a_checkpoint_of_another_method_revision(tmp_path, tiny_config, monkeypatch):
+    """Finishing a run under changed method code would mix two versions in one run."""
+    cut = reference_and_crash(tiny_config(rounds=3), tmp_path, 2)
+    monkeypatch.setitem(REVISIONS, "fedmap", 2)
+    refused = CliRunner().invoke(app, ["run", "--resume", str(cut)])
+    assert refused.exit_code == 1
+    assert "fedmap revision 1, this code runs revision 2" in " ".join(refused.output.split())
+    assert not (cut / "summary.json").exists()
 
 
 def test_global_random_generators_are_restored(tmp_path, tiny_config):

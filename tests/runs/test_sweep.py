@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from fedmap.errors import ConfigError
 from fedmap.runs.config import dump_toml
 from fedmap.runs.experiment import create_run_dir, prepare
 from fedmap.runs.experiment import run as run_experiment
+from fedmap.runs.report import find_runs
 from fedmap.runs.sweep import load_sweep
+from fedmap.strategies.revisions import REVISIONS
 
 BASE = """
 seed = 0
@@ -383,3 +386,29 @@ def test_the_run_process_holds_its_claim_so_a_killed_sweep_frees_nothing(tmp_pat
     stub, calls = recording_stub(tmp_path, f"ls -l /proc/$$/fd >> {tmp_path}/calls")
     run_sweep(load_sweep(sweep, out=tmp_path / "out"), python=str(stub))
     assert "logs/seed0.lock" in calls.read_text()
+
+
+def test_a_run_made_under_another_method_revision_is_stale_not_skipped(
+    swept, tmp_path, monkeypatch
+):
+    out = tmp_path / "out"
+    shutil.copytree(swept["out"], out)  # type: ignore[arg-type]
+    summary_path = out / "fedmap-seed0" / "summary.json"
+    before = summary_path.read_text()
+    assert json.loads(before)["method_revision"] == 1
+    sweep = str(swept["folder"] / "sweep.toml")  # type: ignore[operator]
+    monkeypatch.setitem(REVISIONS, "fedmap", 2)  # as if FedMap's arithmetic had changed since
+    result = CliRunner().invoke(app, ["sweep", sweep, "--out", str(out)])
+    assert result.exit_code == 1
+    assert result.output.count("stale    fedmap-seed") == 2  # dense FedAvg's runs still count
+    assert "2 skipped (finished before), 0 failed, 2 stale" in result.output
+    assert "ran fedmap revision 1, this code runs revision 2" in result.output
+    assert summary_path.read_text() == before  # reported, never overwritten
+    # and a report leaves such runs out, saying so, rather than average two versions
+    found, warnings = find_runs([out])
+    assert sorted(p.name for p in found) == ["none-seed0", "none-seed1"]
+    assert len(warnings) == 2 and all("revision 1" in w for w in warnings)
+    report = CliRunner().invoke(app, ["report", str(out), "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0 and "left out" in report.output
+    alone = CliRunner().invoke(app, ["report", str(out / "fedmap-seed0"), "--out", str(tmp_path)])
+    assert alone.exit_code != 0 and "revision 1" in alone.output

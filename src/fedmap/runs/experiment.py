@@ -54,6 +54,7 @@ from fedmap.strategies.fedmap import FedMapStrategy
 from fedmap.strategies.gradual import GradualStrategy
 from fedmap.strategies.local import LocalPruningStrategy
 from fedmap.strategies.prunefl import PruneFLStrategy
+from fedmap.strategies.revisions import method_revision, recorded_revision
 from fedmap.strategies.server import Server
 
 # Files that grow by one round at a time; a checkpoint records their lengths.
@@ -348,14 +349,26 @@ def _save(simulation: RoundLoop, run_dir: Path, config: Config) -> None:
     meta["python_random"] = random.getstate()
     meta["offsets"] = {name: _size(run_dir / name) for name in ROUND_FILES}
     meta["config_sha256"] = config_digest(config)
+    meta["method_revision"] = method_revision(config.pruning.method)
     save_checkpoint(run_dir, simulation.round, tensors, meta)
 
 
 def check_config(checkpoint: Checkpoint, config: Config, run_dir: Path) -> None:
-    """Refuse a checkpoint written under another config (an edited ``config.toml``)."""
+    """Refuse a checkpoint written under another config or another revision of the method.
+
+    An edited ``config.toml`` changes the digest; a code change to the method changes
+    its revision (fedmap.strategies.revisions), and finishing the run would mix the two.
+    """
     if checkpoint.meta.get("config_sha256") != config_digest(config):
         raise CheckpointError(
             f"{checkpoint.path}: written by a different config than {run_dir / 'config.toml'}"
+        )
+    method = config.pruning.method
+    recorded, current = recorded_revision(checkpoint.meta), method_revision(method)
+    if recorded != current:
+        raise CheckpointError(
+            f"{checkpoint.path}: written by {method} revision {recorded}, this code runs "
+            f"revision {current} (docs/methods.md); start the run afresh"
         )
 
 
@@ -412,6 +425,7 @@ def summarise(rows: list[dict[str, Any]], experiment: Experiment, wall_s: float)
     dense = sum(r["bytes_dense"] for r in rows)
     return {
         "method": experiment.config.pruning.method,
+        "method_revision": method_revision(experiment.config.pruning.method),
         "rounds": last["round"],
         "final_density": last["density"],
         "final_sparsity": 1.0 - last["density"],

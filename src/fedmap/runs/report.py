@@ -22,6 +22,7 @@ from typing import Any
 from fedmap.errors import ConfigError
 from fedmap.runs.config import tomllib
 from fedmap.runs.metrics import read_metrics
+from fedmap.strategies.revisions import method_revision, recorded_revision
 
 METHOD_LABELS = {
     "fedmap": "FedMap",
@@ -134,23 +135,36 @@ def _most_common(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
-    """Finished run directories under ``paths`` (a run, or a folder of runs), and warnings."""
+    """Finished run directories under ``paths`` (a run, or a folder of runs), and warnings.
+
+    A run made under another revision of its method than this code runs is left out
+    with a warning (fedmap.strategies.revisions): its numbers are not this code's.
+    """
     found: list[Path] = []
     warnings: list[str] = []
     for path in paths:
         if not path.is_dir():
             raise ConfigError(f"report: {path} is not a directory")
         if (path / "summary.json").is_file():
-            found.append(path)
-            continue
-        children = sorted(p for p in path.iterdir() if (p / "config.toml").is_file())
-        if not children:
-            raise ConfigError(f"report: {path} holds no run directory (no config.toml)")
+            children = [path]
+        else:
+            children = sorted(p for p in path.iterdir() if (p / "config.toml").is_file())
+            if not children:
+                raise ConfigError(f"report: {path} holds no run directory (no config.toml)")
         for child in children:
-            if (child / "summary.json").is_file():
-                found.append(child)
-            else:
+            if not (child / "summary.json").is_file():
                 warnings.append(f"{child}: unfinished (no summary.json), left out")
+                continue
+            summary = json.loads((child / "summary.json").read_text())
+            method = str(summary.get("method", "fedmap"))
+            recorded, current = recorded_revision(summary), method_revision(method)
+            if recorded != current:
+                warnings.append(
+                    f"{child}: ran {method} revision {recorded}, this code runs revision "
+                    f"{current} (docs/methods.md), left out"
+                )
+                continue
+            found.append(child)
     return found, warnings
 
 
@@ -400,7 +414,8 @@ def write_report(paths: list[Path], out: Path) -> tuple[Path, list[str]]:
 
     found, warnings = find_runs(paths)
     if not found:
-        raise ConfigError("report: no finished run (summary.json) under the given directories")
+        why = "".join(f"; {w}" for w in warnings[:3])
+        raise ConfigError(f"report: no run to report under the given directories{why}")
     runs = [load_run(p) for p in found]
     groups = group_runs(runs)
     out.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ from fedmap.errors import ConfigError
 from fedmap.runs.checkpoint import list_checkpoints
 from fedmap.runs.config import Config, apply_override, config_from_dict, dump_toml, read_toml
 from fedmap.runs.cores import usable_cores
+from fedmap.strategies.revisions import method_revision, recorded_revision
 
 PRUNING_ONLY_PREFIX = "pruning."  # keys dense FedAvg ignores
 
@@ -255,7 +256,7 @@ class _Children:
 
 
 def _already_done(sweep: Sweep, run: SweepRun) -> RunOutcome | None:
-    """Skipped (finished with this config) or stale (finished with another), else None."""
+    """Skipped (finished with this config) or stale (another config or method revision)."""
     run_dir = sweep.out / run.name
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
@@ -264,7 +265,16 @@ def _already_done(sweep: Sweep, run: SweepRun) -> RunOutcome | None:
         return RunOutcome(
             run.name, "stale", detail=f"{run_dir} holds a different config; delete it to rerun"
         )
-    return RunOutcome(run.name, "skipped", summary=json.loads(summary_path.read_text()))
+    summary = json.loads(summary_path.read_text())
+    method = run.config.pruning.method
+    recorded, current = recorded_revision(summary), method_revision(method)
+    if recorded != current:
+        detail = (
+            f"{run_dir} ran {method} revision {recorded}, this code runs revision {current} "
+            "(docs/methods.md); delete it to rerun"
+        )
+        return RunOutcome(run.name, "stale", detail=detail)
+    return RunOutcome(run.name, "skipped", summary=summary)
 
 
 def _same_config(run_dir: Path, run: SweepRun) -> bool:

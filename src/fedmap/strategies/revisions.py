@@ -1,0 +1,29 @@
+"""Which revision of each method's arithmetic this code runs.
+
+A run's config says what was asked, not what the code then did: after a method's
+algorithm changes, a finished run and a new one with the same config disagree,
+and a sweep that skips finished runs would average the two in one table. So a
+finished run records the revision it ran under (``summary.json``,
+``method_revision``); ``fedmap sweep`` reports a run made under another revision as
+stale instead of skipping it, and the benchmark tables leave such runs out.
+
+Bump a method's number in the same change that alters its results, and say what
+changed in docs/methods.md. Runs that predate the field count as revision 1.
+"""
+
+from __future__ import annotations
+
+REVISIONS: dict[str, int] = {
+    "prunefl": 2,  # 2026-11-28: the reference code's iterative initial pruning and reconfiguration
+}
+
+
+def method_revision(method: str) -> int:
+    """The revision of ``method`` (a ``pruning.method`` value) that this code runs."""
+    return REVISIONS.get(method, 1)
+
+
+def recorded_revision(summary: dict[str, object]) -> int:
+    """The revision a finished run's ``summary.json`` records (1 before the field existed)."""
+    value = summary.get("method_revision", 1)
+    return value if isinstance(value, int) else 1
