@@ -113,7 +113,9 @@ def main() -> int:
     args.runs = args.runs.resolve().relative_to(ROOT) if args.runs.is_absolute() else args.runs
     planned = load_sweep(SWEEP, out=args.runs).runs
     md_path, _ = write_report([args.runs], Path("docs") / "results")
-    found, _ = find_runs([args.runs])
+    found, warnings = find_runs([args.runs])
+    for warning in warnings:  # unfinished runs, runs of another method revision
+        print(f"claims: {warning}", file=sys.stderr)
     runs = [load_run(p) for p in found]
     grouped = group_runs(runs)
     # the claims are judged on the grid's own settings: variants (other rates, rounds ...) that
