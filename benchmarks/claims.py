@@ -16,6 +16,7 @@ import csv
 import os
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 from fedmap.runs.report import RunData, find_runs, group_runs, load_run, write_report
@@ -104,6 +105,22 @@ def chance_level(runs: list[RunData]) -> list[str]:
     return lines
 
 
+def missing_by_target_and_method(names: list[str]) -> str:
+    """``target_sparsity0.9: prunefl 11, feddst 3; ...`` from run names (first seen order).
+
+    Names are the sweep's ``[TARGET-]SETTING-METHOD-SEED``: dense FedAvg's have no target.
+    """
+    counts: dict[str, Counter[str]] = {}
+    for name in names:
+        parts = name.split("-")
+        target = parts[0] if parts[0].startswith("target_sparsity") else "no target"
+        counts.setdefault(target, Counter())[parts[-2]] += 1
+    return "; ".join(
+        f"{target}: " + ", ".join(f"{m} {n}" for m, n in methods.items())
+        for target, methods in counts.items()
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "out" / "paper_claims")
@@ -186,8 +203,8 @@ def main() -> int:
         "",
         f"Runs finished: {len(done)} of the grid's {len(planned)}."
         + (
-            f" Missing ({len(missing)}), by prefix: "
-            + ", ".join(sorted({m.rsplit("-", 2)[0] for m in missing}))
+            f" Missing ({len(missing)}), by target and method: "
+            + missing_by_target_and_method(missing)
             + ". Rerun `bash benchmarks/paper_claims.sh`: finished runs are skipped."
             if missing
             else ""

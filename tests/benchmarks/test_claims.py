@@ -73,3 +73,17 @@ def test_the_stability_claim_compares_only_the_seeds_both_methods_ran(tmp_path):
     )
     assert "not met" in claims.std_verdict(local, fedmap)
     assert claims.std_verdict(fedmap, [seeded(tmp_path, "l5", 5, [0.1, 0.9])]) is None
+
+
+def test_missing_runs_are_counted_by_target_and_method():
+    claims = load_claims()
+    names = [
+        "target_sparsity0.9-dir0.1-prunefl-seed1",
+        "target_sparsity0.9-iid-prunefl-seed0",
+        "target_sparsity0.9-iid-feddst-seed0",
+        "target_sparsity0.5-iid-local-seed2",
+        "iid-none-seed0",
+    ]
+    assert claims.missing_by_target_and_method(names) == (
+        "target_sparsity0.9: prunefl 2, feddst 1; target_sparsity0.5: local 1; no target: none 1"
+    )
