@@ -2,7 +2,8 @@
 # Regenerate docs/results.md: the paper-claims grid (benchmarks/paper_claims.toml, 348 runs of
 # 80 rounds on Fashion-MNIST) through `fedmap sweep`, then `fedmap report` and the claims.
 # Measured per run: 13-16 min on a 2-core CPU with 2 at a time (client-local, PruneFL and
-# FedDST up to twice that), so days for the whole grid; on one H100/H200 with PARALLEL=12,
+# FedDST up to twice that; PruneFL's round 1, the initial pruning, alone 350-375 s on a shared
+# core), so days for the whole grid; on one H100/H200 with PARALLEL=12,
 # 72-115 s (client-local about 320 s), so about an hour for the whole grid. PARALLEL=16 is
 # no faster (the GPU is already 95-99 % busy): IID runs took 120-135 s instead of 72-115 s,
 # and an H200 finished 63 runs of the 80 % column (no client-local) in 13.3 min. Finished runs
