@@ -25,17 +25,17 @@ the reply keeps exactly the target count.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from fedmap.client.evaluate import score
 from fedmap.client.train import TrainConfig, masked_step
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pruned_multipliers
-from fedmap.core.prune import prune_to_density, prunefl_adjust
+from fedmap.core.prune import kept_for_density, prune_to_density, prunefl_adjust
 
 BATCHES = 10  # IP_DATA_BATCH
 MAX_PASSES = 1000  # IP_MAX_ROUNDS
@@ -85,10 +85,13 @@ def initial_pruning(
     if mask.num_kept != layout.numel:
         raise ValueError("PruneFL's initial pruning starts from the dense model")
     device = x.device
-    kept = math.floor(density * layout.num_prunable + 0.5)
+    kept = kept_for_density(layout.num_prunable, density)
     order = torch.randperm(len(x), generator=generator).to(device)
     size = config.batch_size
     batches = [order[s : s + size] for s in range(0, min(len(x), BATCHES * size), size)]
+    chosen = torch.cat(batches)  # scored in the same batches as trained
+    with torch.no_grad():
+        classes = model.eval()(x[chosen[:1]]).shape[1]  # chance is 1 / the logits' width
     params = dict(model.named_parameters())
     prunable = {n for n, p in zip(layout.names, layout.prunable, strict=True) if p}
     squares = {n: torch.zeros_like(t) for n, t in params.items() if n in prunable}
@@ -103,7 +106,7 @@ def initial_pruning(
     total, steps, passes = torch.zeros((), device=device), 0, 0
     for passes in range(1, MAX_PASSES + 1):
         if started is None and (passes - 1) % CHECK_EVERY == 0:
-            accuracy, classes = _accuracy(model, x, y, batches)
+            accuracy = score(model, x[chosen], y[chosen], size).accuracy
             if accuracy >= START_ACCURACY / classes:
                 started = passes
         model.train()
@@ -141,18 +144,3 @@ def _zero_pruned(
         for name, keep in masks.items():
             params[name].mul_(keep)
     return masks
-
-
-def _accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor]
-) -> tuple[float, int]:
-    """Accuracy on the initial-pruning batches and the number of classes (the logits' width)."""
-    model.eval()
-    correct, count, classes = 0, 0, 1
-    with torch.no_grad():
-        for batch in batches:
-            logits = model(x[batch])
-            classes = logits.shape[1]
-            correct += int((logits.argmax(1) == y[batch]).sum())
-            count += batch.numel()
-    return correct / max(count, 1), classes

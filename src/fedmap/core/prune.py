@@ -30,6 +30,15 @@ def num_to_prune(num_kept: int, rate: float) -> int:
     return min(num_kept, math.floor(rate * num_kept + 0.5))
 
 
+def kept_for_density(total: int, density: float) -> int:
+    """How many of ``total`` weights ``density`` keeps: ``floor(density*n + 1/2)``.
+
+    One rule for every party: a client's own prune and the server's check of its
+    count must agree to the weight.
+    """
+    return math.floor(density * total + 0.5)
+
+
 def compute_mask(values: torch.Tensor, mask: Mask, rate: float, scope: Scope = "global") -> Mask:
     """Remove the fraction ``rate`` of the still-kept prunable weights with the smallest ``|w|``.
 
@@ -118,7 +127,7 @@ def prune_to_density(
             if is_prunable:
                 part = layout.slice_of(i)
                 kept = int(flat[part].sum())
-                target = math.floor(density * flat[part].numel() + 0.5)
+                target = kept_for_density(flat[part].numel(), density)
                 if kept > target:
                     _prune_candidates(
                         values.detach().abs()[part],
@@ -129,7 +138,7 @@ def prune_to_density(
                     )
         return Mask(layout, flat)
     kept = mask.num_kept_prunable
-    target = math.floor(density * layout.num_prunable + 0.5)
+    target = kept_for_density(layout.num_prunable, density)
     if kept <= target:
         return mask
     new_flat = mask.flat.clone()

@@ -7,7 +7,8 @@ the number of clients.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -86,14 +87,15 @@ class SequentialEngine:
         index = self.client_indices[client]
         load_values(model, start)
         x, y = self.x_train[index], self.y_train[index]
-        if round_cfg.initial_pruning is not None:
-            return self._initial_pruning(model, mask, client, x, y, round_cfg, generator, seed)
-        if seed_dropout:
-            devices = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)  # dropout draws from the global generator
-                loss = train_local(model, masks, x, y, round_cfg.train, generator)
-        else:
+        density = round_cfg.initial_pruning
+        if density is not None:  # PruneFL's round 1: the client chooses its own mask
+            with self._seeded(seed, seed_dropout):
+                pruned = initial_pruning(
+                    model, self.layout, mask, x, y, density, round_cfg.train, generator
+                )
+            packed = pack(self.layout.flatten(model.state_dict()), mask)
+            return ClientResult(client, packed, len(index), pruned.train_loss, own_mask=pruned.mask)
+        with self._seeded(seed, seed_dropout):
             loss = train_local(model, masks, x, y, round_cfg.train, generator)
         state = model.state_dict()
         trained = self.layout.flatten(state)
@@ -104,35 +106,16 @@ class SequentialEngine:
         grad_sq = self.layout.flatten({**state, **squares})
         return ClientResult(client, pack(trained, mask), len(index), loss, grad_mean, grad_sq)
 
-    def _initial_pruning(
-        self,
-        model: nn.Module,
-        mask: Mask,
-        client: int,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        round_cfg: RoundConfig,
-        generator: torch.Generator,
-        seed: int,
-    ) -> ClientResult:
-        """PruneFL's round 1: the client's own iterative prune (fedmap.client.initial_pruning)."""
-        assert round_cfg.initial_pruning is not None
+    @contextlib.contextmanager
+    def _seeded(self, seed: int, enabled: bool) -> Iterator[None]:
+        """Dropout draws from the global generator: seed it with the client's, inside fork_rng."""
+        if not enabled:
+            yield
+            return
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            result = initial_pruning(
-                model,
-                self.layout,
-                mask,
-                x,
-                y,
-                round_cfg.initial_pruning,
-                round_cfg.train,
-                generator,
-            )
-        trained = self.layout.flatten(model.state_dict())
-        packed = pack(trained, mask)
-        return ClientResult(client, packed, len(x), result.train_loss, own_mask=result.mask)
+            yield
 
     def prunable_masks(self, mask: Mask) -> dict[str, torch.Tensor]:
         """0/1 float multipliers for the pruned parameters, cached per mask object."""

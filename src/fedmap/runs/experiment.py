@@ -54,7 +54,7 @@ from fedmap.strategies.fedmap import FedMapStrategy
 from fedmap.strategies.gradual import GradualStrategy
 from fedmap.strategies.local import LocalPruningStrategy
 from fedmap.strategies.prunefl import PruneFLStrategy
-from fedmap.strategies.revisions import method_revision, recorded_revision
+from fedmap.strategies.revisions import method_revision, revision_mismatch
 from fedmap.strategies.server import Server
 
 # Files that grow by one round at a time; a checkpoint records their lengths.
@@ -363,13 +363,9 @@ def check_config(checkpoint: Checkpoint, config: Config, run_dir: Path) -> None:
         raise CheckpointError(
             f"{checkpoint.path}: written by a different config than {run_dir / 'config.toml'}"
         )
-    method = config.pruning.method
-    recorded, current = recorded_revision(checkpoint.meta), method_revision(method)
-    if recorded != current:
-        raise CheckpointError(
-            f"{checkpoint.path}: written by {method} revision {recorded}, this code runs "
-            f"revision {current} (docs/methods.md); start the run afresh"
-        )
+    mismatch = revision_mismatch(config.pruning.method, checkpoint.meta)
+    if mismatch is not None:
+        raise CheckpointError(f"{checkpoint.path}: {mismatch}; start the run afresh")
 
 
 def _restore(simulation: RoundLoop, checkpoint: Checkpoint, run_dir: Path, config: Config) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from fedmap.errors import ConfigError
 from fedmap.runs.config import tomllib
 from fedmap.runs.metrics import read_metrics
-from fedmap.strategies.revisions import method_revision, recorded_revision
+from fedmap.strategies.revisions import revision_mismatch
 
 METHOD_LABELS = {
     "fedmap": "FedMap",
@@ -156,13 +156,9 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
                 warnings.append(f"{child}: unfinished (no summary.json), left out")
                 continue
             summary = json.loads((child / "summary.json").read_text())
-            method = str(summary.get("method", "fedmap"))
-            recorded, current = recorded_revision(summary), method_revision(method)
-            if recorded != current:
-                warnings.append(
-                    f"{child}: ran {method} revision {recorded}, this code runs revision "
-                    f"{current} (docs/methods.md), left out"
-                )
+            mismatch = revision_mismatch(str(summary.get("method", "fedmap")), summary)
+            if mismatch is not None:
+                warnings.append(f"{child}: {mismatch}, left out")
                 continue
             found.append(child)
     return found, warnings

@@ -41,7 +41,7 @@ from fedmap.errors import ConfigError
 from fedmap.runs.checkpoint import list_checkpoints
 from fedmap.runs.config import Config, apply_override, config_from_dict, dump_toml, read_toml
 from fedmap.runs.cores import usable_cores
-from fedmap.strategies.revisions import method_revision, recorded_revision
+from fedmap.strategies.revisions import revision_mismatch
 
 PRUNING_ONLY_PREFIX = "pruning."  # keys dense FedAvg ignores
 
@@ -266,14 +266,9 @@ def _already_done(sweep: Sweep, run: SweepRun) -> RunOutcome | None:
             run.name, "stale", detail=f"{run_dir} holds a different config; delete it to rerun"
         )
     summary = json.loads(summary_path.read_text())
-    method = run.config.pruning.method
-    recorded, current = recorded_revision(summary), method_revision(method)
-    if recorded != current:
-        detail = (
-            f"{run_dir} ran {method} revision {recorded}, this code runs revision {current} "
-            "(docs/methods.md); delete it to rerun"
-        )
-        return RunOutcome(run.name, "stale", detail=detail)
+    mismatch = revision_mismatch(run.config.pruning.method, summary)
+    if mismatch is not None:
+        return RunOutcome(run.name, "stale", detail=f"{run_dir} {mismatch}; delete it to rerun")
     return RunOutcome(run.name, "skipped", summary=summary)
 
 

@@ -26,6 +26,7 @@ import torch
 from fedmap.client.rules import ClientTask
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask
+from fedmap.core.prune import kept_for_density
 from fedmap.strategies.base import GlobalModel, Step, Strategy
 
 
@@ -38,7 +39,7 @@ def random_layer_mask(mask: Mask, density: float, seed: int) -> Mask:
         if is_prunable:
             part = layout.slice_of(i)
             size = flat[part].numel()
-            keep = math.floor(density * size + 0.5)
+            keep = kept_for_density(size, density)
             chosen = torch.from_numpy(rng.permutation(size)[:keep])
             bits = torch.zeros(size, dtype=torch.bool)
             bits[chosen] = True

@@ -13,6 +13,8 @@ changed in docs/methods.md. Runs that predate the field count as revision 1.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 REVISIONS: dict[str, int] = {
     "prunefl": 2,  # 2026-11-28: the reference code's iterative initial pruning and reconfiguration
 }
@@ -23,7 +25,15 @@ def method_revision(method: str) -> int:
     return REVISIONS.get(method, 1)
 
 
-def recorded_revision(summary: dict[str, object]) -> int:
-    """The revision a finished run's ``summary.json`` records (1 before the field existed)."""
-    value = summary.get("method_revision", 1)
+def recorded_revision(record: Mapping[str, object]) -> int:
+    """The revision a ``summary.json`` or checkpoint records (1 before the field existed)."""
+    value = record.get("method_revision", 1)
     return value if isinstance(value, int) else 1
+
+
+def revision_mismatch(method: str, record: Mapping[str, object]) -> str | None:
+    """Why ``record`` (a summary or checkpoint) is not this code's ``method``; None if it is."""
+    recorded, current = recorded_revision(record), method_revision(method)
+    if recorded == current:
+        return None
+    return f"ran {method} revision {recorded}, this code runs revision {current} (docs/methods.md)"

@@ -31,6 +31,7 @@ from fedmap.core.codec import (
 )
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pack, unpack
+from fedmap.core.prune import kept_for_density
 from fedmap.errors import CodecError, UpdateRejected
 from fedmap.strategies.base import GlobalModel, Strategy
 
@@ -298,8 +299,7 @@ class Server:
             if not own.is_subset_of(model):
                 return "reply's mask keeps weights the global model has pruned"
             want = min(
-                model.num_kept_prunable,
-                math.floor(task.prune_to * self.layout.num_prunable + 0.5),
+                model.num_kept_prunable, kept_for_density(self.layout.num_prunable, task.prune_to)
             )
             if own.num_kept_prunable != want:
                 return f"reply's mask keeps {own.num_kept_prunable} weights, the round asks {want}"
