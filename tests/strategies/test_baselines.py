@@ -15,6 +15,8 @@ from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pack
 from fedmap.core.prune import compute_mask, keep_top, prune_to_density
 from fedmap.runs.experiment import build_simulation, prepare
+from fedmap.strategies.base import GlobalModel
+from fedmap.strategies.feddst import FedDSTStrategy, erk_counts, initial_mask
 from fedmap.strategies.gradual import cubic_sparsity, steps_to_target
 
 SCHEDULE = {
@@ -184,27 +186,75 @@ def test_prunefl_starts_from_one_client_and_its_masks_change_and_regrow(tiny_con
             assert all(e.dense == 0 for e in stats)  # dense FedAvg sends no importance
 
 
-def test_feddst_keeps_its_density_while_masks_change_and_regrow(tiny_config):
-    run = simulate(tiny_config, "feddst", spy=True, rounds=10)
-    masks = run["masks"]
-    assert all(r.density == pytest.approx(0.2, abs=1e-3) for r in run["records"])
+def test_feddst_keeps_its_erk_counts_while_masks_change_and_regrow(tiny_config):
+    run = simulate(tiny_config, "feddst", spy=True, rounds=12)
+    masks, layout = run["masks"], run["layout"]
+    counts = erk_counts(layout, 0.2)
+    density = sum(counts) / layout.num_prunable
+    assert all(r.density == pytest.approx(density, abs=1e-9) for r in run["records"])
+    for mask in masks:  # every tensor keeps its ERK count, readjusted or not
+        for i, is_prunable in enumerate(layout.prunable):
+            if is_prunable:
+                assert int(mask.flat[layout.slice_of(i)].sum()) == counts[i]
+    readjusting = [2, 4, 6]  # rounds 2 + k*ΔR while t = round - 1 < T_end = 12 // 2
+    for rnd, sent in run["replies"].items():  # clients send their own masks on those rounds
+        carries = [m.mask_bits is not None for _, m in sent]
+        assert all(carries) if rnd in readjusting else not any(carries)
     changed = [
         i + 2 for i, (a, b) in enumerate(zip(masks, masks[1:], strict=False)) if not a.same_as(b)
     ]
-    assert changed and all(r % 2 == 0 for r in changed)  # only on readjustment rounds
+    assert changed and set(changed) <= set(readjusting)
     assert reactivated(masks) > 0
-    layout: Layout = run["layout"]
-    for mask in masks:  # every layer keeps the share of the initial random mask
-        for i, is_prunable in enumerate(layout.prunable):
-            part = layout.slice_of(i)
-            if is_prunable:
-                assert int(mask.flat[part].sum()) == int(masks[0].flat[part].sum())
-    for rnd, sent in run["replies"].items():  # clients send their own masks on those rounds
-        carries = [m.mask_bits is not None for _, m in sent]
-        readjusts = rnd % 2 == 0 and rnd < 10  # the cosine decay reaches 0 at the last round
-        assert all(carries) if readjusts else not any(carries)
     # everyone gets the new mask as a bootstrap in the round after a readjustment
     assert all(run["records"][r].bootstraps == len(run["records"][r].cohort) for r in changed)
+
+
+def test_feddst_erk_counts_follow_the_reference_formula():
+    layout = Layout(
+        ("c.weight", "c.bias", "f.weight", "f.bias"),
+        ((4, 2, 3, 3), (4,), (5, 8), (5,)),
+        (True, False, True, False),
+    )
+    # raw sparsities 1 - (2+4+3+3)/72 and 1 - (8+5)/40 over n = 76 and 45 (biases count),
+    # scaled so that sum(s*n) = 0.5 * 121: 0.538 and 0.436, kept floor((1-s)*n) = 35, 25
+    assert erk_counts(layout, 0.5) == [35, 0, 25, 0]
+
+
+def test_feddst_initial_mask_keeps_each_tensors_largest_initial_weights():
+    layout = Layout(("c.weight", "f.weight"), ((2, 1, 2, 2), (3, 4)), (True, True))
+    conv = [0.1, -0.9, 0.3, 0.0, 0.2, 0.5, -0.6, 0.05]
+    values = torch.tensor(conv + [0.01 * i for i in range(12)])
+    # ERK at 50 %: raw sparsities 1/8 and 5/12, scaled by 10/6: keep floor(0.79*8) = 6
+    # of the conv and floor(0.31*12) = 3 of the linear layer
+    assert erk_counts(layout, 0.5) == [6, 3]
+    mask = initial_mask(values, Mask.dense(layout), 0.5)
+    assert mask.flat[:8].tolist() == [True, True, True, False, True, True, True, False]
+    assert mask.flat[8:].tolist() == [False] * 9 + [True] * 3
+
+
+def test_feddst_merge_reprunes_the_union_by_magnitude_then_votes():
+    layout = Layout(("w",), ((6,),), (True,))
+    current = Mask(layout, torch.tensor([True, True, True, False, False, False]))
+    model = GlobalModel(torch.zeros(6), current, 0)
+    strategy = FedDSTStrategy(0.5, 0.2, 2, 10)
+    # two weights the cohort kept, two regrown (0.0); the regrown one with more votes fills
+    values = torch.tensor([0.5, 0.0, 0.0, 0.0, 0.0, -0.9])
+    votes = torch.tensor([2.0, 1.0, 0.0, 0.0, 3.0, 1.0])
+    merged = strategy.merge(2, model, values, votes)
+    assert merged.flat.tolist() == [True, False, False, False, True, True]
+    # a union of nonzero weights larger than the count keeps the largest averaged |w|
+    values = torch.tensor([0.5, 0.1, 0.2, 0.0, 0.3, -0.9])
+    votes = torch.tensor([1.0, 9.0, 1.0, 0.0, 1.0, 1.0])
+    merged = strategy.merge(2, model, values, votes)
+    assert merged.flat.tolist() == [True, False, False, False, True, True]
+
+
+def test_feddst_schedule_readjusts_every_delta_r_until_half_the_run():
+    strategy = FedDSTStrategy(0.9, 0.2, 4, 80)
+    assert [r for r in range(1, 81) if strategy.is_readjustment(r)] == list(range(2, 40, 4))
+    assert strategy.alpha(1) == pytest.approx(0.2)
+    assert strategy.alpha(21) == pytest.approx(0.1)  # t = 20 of T_end = 40: cos = 0
+    assert strategy.alpha(41) == 0.0
 
 
 def test_drop_and_regrow_keeps_each_tensors_count_and_follows_the_gradient():

@@ -161,9 +161,7 @@ def make_strategy(config: Config, initial_values: torch.Tensor) -> Strategy:
     if p.method == "prunefl":
         return PruneFLStrategy(p.target_sparsity, p.rounds_per_step)
     if p.method == "feddst":
-        return FedDSTStrategy(
-            p.target_sparsity, p.rate, p.rounds_per_step, config.rounds, config.seed
-        )
+        return FedDSTStrategy(p.target_sparsity, p.rate, p.rounds_per_step, config.rounds)
     raise ConfigError(f"pruning.method: {p.method!r} is not implemented")
 
 

@@ -1,18 +1,32 @@
 """FedDST (Bibikar et al., "Federated Dynamic Sparse Training", AAAI 2022).
 
-The model is sparse from round 1: a random mask at the target density, the same
-share in every prunable tensor, sent to every client. Clients train on it. Every
-``rounds_per_step`` rounds (FedDST's ΔR) each client, after its local training,
-runs RigL's step on its own model: per tensor, drop the share ``α_t`` of its kept
-weights with the smallest ``|w|`` and regrow as many where the dense gradient on
-its data is largest; it sends its values with that new mask. ``α_t`` follows
-FedDST's cosine decay, ``α/2 (1 + cos(π t / T))``, with ``α = pruning.rate`` and
-``T`` the run's rounds. The server aggregates the masks: each weight's vote is the
-summed sample counts of the clients that kept it; in each tensor the top votes
-(ties: larger aggregated ``|w|``, then lower index) at the tensor's count form the
-new global mask, and each kept weight is averaged over the clients that kept it. The new
-mask then reaches every client as a bootstrap. Between readjustments the rounds
-are FedAvg on a fixed mask and carry values only.
+As its reference code (github.com/bibikar/feddst, ``dst.py`` and ``models.py``)
+runs it, not a paraphrase of it:
+
+- *Initial mask* (the server, once, round 1): each prunable tensor keeps its
+  largest initial weights by magnitude, at the count FedDST's ``erk`` layer
+  distribution gives it (:func:`erk_counts`), and everyone receives it as a
+  bootstrap. There is no dense warm-up.
+- *Readjustment* (clients): in rounds ``2, 2 + ΔR, 2 + 2ΔR, ...`` (the reference's
+  0-based rounds ``1, 1 + ΔR, ...``; ``ΔR = rounds_per_step``) while
+  ``α_t = α/2 (1 + cos(π t / T_end)) > 0``, ``t`` the 0-based round and ``T_end``
+  half the run's rounds, each client, after its local training, drops the share
+  ``α_t`` of each tensor's kept weights with the smallest ``|w|`` and regrows as
+  many where its dense gradient is largest (RigL's step,
+  :func:`fedmap.client.rules.drop_and_regrow`); regrown weights start at 0.0. It
+  sends its values with its new mask.
+- *Aggregation* (server): each weight is averaged over the clients that kept it,
+  weighted by sample count, and the union of the clients' masks is pruned back by
+  magnitude to each tensor's count (:meth:`FedDSTStrategy.merge`). Between
+  readjustments the rounds are FedAvg on a fixed mask and carry values only.
+
+Deviations, each small and documented in docs/methods.md: the regrowth gradient
+is the mean over the client's local data (the reference takes its last batch);
+regrowth chooses among weights not kept (the reference's top-k over every
+position also zeroes kept weights it happens to pick, leaving the layer short);
+``α_t`` is decayed as the paper writes it (the reference computes it but prunes
+with the undecayed ``α``); ties among the zeros the union re-prune must choose
+from go to the most votes (the reference leaves them to top-k's order).
 """
 
 from __future__ import annotations
@@ -20,31 +34,67 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from fedmap.client.rules import ClientTask
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask
-from fedmap.core.prune import kept_for_density
 from fedmap.strategies.base import GlobalModel, Step, Strategy
 
 
-def random_layer_mask(mask: Mask, density: float, seed: int) -> Mask:
-    """Keep a uniformly random ``density`` share of every prunable tensor (seeded)."""
+def erk_counts(layout: Layout, density: float) -> list[int]:
+    """Weights each tensor keeps at ``density`` under FedDST's ``erk`` distribution.
+
+    The reference (``PrunableNet._weights_by_layer``) gives layer ``i`` the raw
+    sparsity ``1 - (n_in + n_out + Σk) / (n_in n_out Πk)`` (``Σk`` and ``Πk`` over
+    the kernel, empty for a linear layer), scales all of them by one factor so that
+    ``Σ s_i n_i = (1 - density) Σ n_i`` with ``n_i`` the layer's weights plus its
+    bias, and keeps ``floor((1 - s_i) n_i)`` of the layer's weights. This is not
+    RigL's ERK: it moves a little density from the large layers to the first
+    convolution and the classifier (FedAvg CNN at 95 % sparsity: conv1 10 %,
+    classifier 15 %, the others 5 %). Counts are clipped to [1, numel] where the
+    scaling would leave a layer empty or overfull. One entry per tensor of
+    ``layout``; non-prunable tensors get 0.
+    """
+    sizes: list[int] = []
+    raw: list[float] = []
+    prunable = [i for i, p in enumerate(layout.prunable) if p]
+    for i in prunable:
+        shape = layout.shapes[i]
+        n_out, n_in, kernel = shape[0], shape[1] if len(shape) > 1 else 1, shape[2:]
+        fan = n_in * n_out * math.prod(kernel)
+        raw.append(1.0 - (n_in + n_out + sum(kernel)) / fan)
+        bias = layout.names[i].removesuffix("weight") + "bias"
+        extra = math.prod(layout.shapes[layout.names.index(bias)]) if bias in layout.names else 0
+        sizes.append(math.prod(shape) + extra)
+    weighted = sum(s * n for s, n in zip(raw, sizes, strict=True))
+    scale = (1.0 - density) * sum(sizes) / weighted if weighted > 0 else 0.0
+    counts = [0] * len(layout.names)
+    for i, s, n in zip(prunable, raw, sizes, strict=True):
+        numel = math.prod(layout.shapes[i])
+        counts[i] = min(numel, max(1, math.floor((1.0 - s * scale) * n)))
+    return counts
+
+
+def initial_mask(values: torch.Tensor, mask: Mask, density: float) -> Mask:
+    """Each prunable tensor's largest ``|values|`` at its :func:`erk_counts` (ties: lower index)."""
     layout = mask.layout
-    rng = np.random.default_rng([seed, 0xD57])
     flat = mask.flat.clone()
-    for i, is_prunable in enumerate(layout.prunable):
-        if is_prunable:
+    magnitude = values.detach().abs()
+    for i, count in enumerate(erk_counts(layout, density)):
+        if layout.prunable[i]:
             part = layout.slice_of(i)
-            size = flat[part].numel()
-            keep = kept_for_density(size, density)
-            chosen = torch.from_numpy(rng.permutation(size)[:keep])
-            bits = torch.zeros(size, dtype=torch.bool)
-            bits[chosen] = True
-            flat[part] = bits
+            flat[part] = _top(magnitude[part], torch.zeros_like(magnitude[part]), count)
     return Mask(layout, flat)
+
+
+def _top(primary: torch.Tensor, secondary: torch.Tensor, count: int) -> torch.Tensor:
+    """Bools: the ``count`` largest by ``primary``, then ``secondary``, then lower index."""
+    by_secondary = torch.sort(-secondary.double(), stable=True).indices
+    order = by_secondary[torch.sort(-primary.double()[by_secondary], stable=True).indices]
+    keep = torch.zeros(primary.numel(), dtype=torch.bool)
+    keep[order[:count]] = True
+    return keep
 
 
 class FedDSTStrategy(Strategy):
@@ -59,21 +109,19 @@ class FedDSTStrategy(Strategy):
     rounds_per_step
         ``ΔR``: rounds between readjustments.
     rounds
-        ``T`` of the cosine decay (the run's length).
-    seed
-        Draws the initial random mask.
+        The run's length; ``α_t`` decays to 0 at half of it (the reference's
+        ``rate_decay_end`` default).
     """
 
     name = "feddst"
 
     def __init__(
-        self, target_sparsity: float, rate: float, rounds_per_step: int, rounds: int, seed: int
+        self, target_sparsity: float, rate: float, rounds_per_step: int, rounds: int
     ) -> None:
         self.target_sparsity = target_sparsity
         self.rate = rate
         self.rounds_per_step = rounds_per_step
-        self.rounds = max(rounds, 1)
-        self.seed = seed
+        self.decay_end = max(rounds // 2, 1)
         self._readjustments = 0
 
     @property
@@ -82,17 +130,20 @@ class FedDSTStrategy(Strategy):
         return self._readjustments
 
     def alpha(self, round: int) -> float:
-        """FedDST's cosine-decayed drop-and-regrow share at ``round``."""
-        return self.rate / 2 * (1 + math.cos(math.pi * min(round, self.rounds) / self.rounds))
+        """FedDST's cosine-decayed drop-and-regrow share in ``round`` (1-based); 0 from T_end."""
+        t = round - 1
+        if t >= self.decay_end:
+            return 0.0
+        return self.rate / 2 * (1 + math.cos(math.pi * t / self.decay_end))
 
     def is_readjustment(self, round: int) -> bool:
         """Whether clients drop and regrow at the end of ``round``."""
-        return round > 1 and round % self.rounds_per_step == 0 and self.alpha(round) > 0
+        return round >= 2 and (round - 2) % self.rounds_per_step == 0 and self.alpha(round) > 0
 
     def plan(self, round: int, model: GlobalModel) -> Step:
-        """Round 1: the random initial mask (a bootstrap to everyone); later: nothing."""
+        """Round 1: the initial mask (a bootstrap to everyone); later: nothing."""
         if round == 1 and model.mask.num_kept_prunable == model.mask.layout.num_prunable:
-            mask = random_layer_mask(model.mask, 1.0 - self.target_sparsity, self.seed)
+            mask = initial_mask(model.values, model.mask, 1.0 - self.target_sparsity)
             return Step(mask=mask, reset_values=model.values.masked_fill(~mask.flat, 0.0))
         return Step()
 
@@ -103,13 +154,14 @@ class FedDSTStrategy(Strategy):
     def merge(
         self, round: int, model: GlobalModel, values: torch.Tensor, votes: torch.Tensor
     ) -> Mask:
-        """Per tensor, the top votes at its current count; ties: larger ``|w|``, lower index.
+        """The union of the clients' masks, pruned back by ``|w|`` to each tensor's count.
 
-        Clients readjust at the end of their local training here, so a regrown weight
-        arrives as 0.0: re-pruning the averaged model by magnitude (the reference
-        code's rule, where clients train on after regrowing) would drop every regrown
-        weight. Votes keep what most of the cohort's data asked for, and each tensor
-        keeps its count, so the layer densities of the initial mask are preserved.
+        ``values`` is already each weight's mean over the clients that kept it, so a
+        weight survives the re-prune by its averaged magnitude, as in the reference.
+        Regrown weights arrive as 0.0: they fill a tensor only where its nonzero
+        weights fall short of the count (weights every client of the cohort
+        dropped), the most-voted first, so the mask changes where the whole cohort
+        agrees.
         """
         layout = model.mask.layout
         flat = model.mask.flat.clone()
@@ -118,11 +170,9 @@ class FedDSTStrategy(Strategy):
                 continue
             part = layout.slice_of(i)
             count = int(flat[part].sum())
-            by_magnitude = torch.sort(-values[part].abs().double(), stable=True).indices
-            by_votes = torch.sort(-votes[part][by_magnitude], stable=True).indices
-            keep = torch.zeros(flat[part].numel(), dtype=torch.bool)
-            keep[by_magnitude[by_votes[:count]]] = True
-            flat[part] = keep
+            union = votes[part] > 0
+            magnitude = values[part].abs().double().masked_fill(~union, -1.0)
+            flat[part] = _top(magnitude, votes[part], count)
         self._readjustments += 1
         return Mask(layout, flat)
 

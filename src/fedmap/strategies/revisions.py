@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 REVISIONS: dict[str, int] = {
     "prunefl": 2,  # 2026-11-28: the reference code's iterative initial pruning and reconfiguration
+    "feddst": 2,  # 2026-11-28: the reference code's ERK magnitude mask, schedule and union re-prune
 }
 
 
