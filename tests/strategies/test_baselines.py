@@ -13,10 +13,10 @@ from fedmap.client.rules import ClientTask, drop_and_regrow, finish_client
 from fedmap.core.codec import UPLINK, decode
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pack
-from fedmap.core.prune import compute_mask, keep_top, prune_to_density
+from fedmap.core.prune import compute_mask, erk_counts, keep_top, prune_to_density
 from fedmap.runs.experiment import build_simulation, prepare
 from fedmap.strategies.base import GlobalModel
-from fedmap.strategies.feddst import FedDSTStrategy, erk_counts, initial_mask
+from fedmap.strategies.feddst import FedDSTStrategy, initial_mask
 from fedmap.strategies.gradual import cubic_sparsity, steps_to_target
 
 SCHEDULE = {
@@ -255,19 +255,32 @@ def test_feddst_schedule_readjusts_every_delta_r_until_half_the_run():
     assert strategy.alpha(1) == pytest.approx(0.2)
     assert strategy.alpha(21) == pytest.approx(0.1)  # t = 20 of T_end = 40: cos = 0
     assert strategy.alpha(41) == 0.0
+    every_round = FedDSTStrategy(0.9, 0.2, 1, 10)  # ΔR = 1: the reference's round 0 too
+    assert [r for r in range(1, 11) if every_round.is_readjustment(r)] == [1, 2, 3, 4, 5]
+    task = strategy.client_task(2)
+    assert task is not None and task.drop_to == pytest.approx(0.1 * (1 - strategy.alpha(2)))
 
 
-def test_drop_and_regrow_keeps_each_tensors_count_and_follows_the_gradient():
-    layout = Layout(("a", "b"), ((10,), (10,)), (True, True))
-    keep = torch.tensor([True] * 5 + [False] * 5 + [True] * 4 + [False] * 6)
+def test_drop_and_regrow_drops_to_the_erk_counts_and_zeroes_what_it_grows():
+    layout = Layout(("c.weight", "f.weight"), ((2, 1, 2, 2), (3, 4)), (True, True))
+    assert erk_counts(layout, 0.5) == [6, 3] and erk_counts(layout, 0.35) == [5, 1]
+    keep = torch.tensor([True] * 6 + [False] * 2 + [True] * 3 + [False] * 9)
     mask = Mask(layout, keep)
-    values = torch.arange(1, 21, dtype=torch.float32) * keep
+    values = torch.tensor([1.0, 2, 3, 4, 5, 6, 0, 0, 0.1, 0.2, 0.3] + [0.0] * 9)
     grad = torch.zeros(20)
-    grad[9], grad[19] = 5.0, 7.0
-    new = drop_and_regrow(values, grad, mask, 0.25)
-    assert int(new.flat[:10].sum()) == 5 and int(new.flat[10:].sum()) == 4
-    assert not bool(new.flat[0]) and bool(new.flat[9])  # smallest dropped, largest grad grown
-    assert not bool(new.flat[10]) and bool(new.flat[19])
+    grad[0], grad[19], grad[15] = 9.0, 7.0, 5.0  # conv's just-dropped weight grows back
+    new, grown = drop_and_regrow(values, grad, mask, 0.35)
+    # per tensor down to the ERK count at 0.35 (conv drops 1, linear 2: not 30 % of each),
+    # then back to the received count
+    assert new.flat[:8].tolist() == [True] * 6 + [False] * 2
+    assert new.flat[8:].nonzero().squeeze(1).tolist() == [2, 7, 11]
+    assert grown.nonzero().squeeze(1).tolist() == [0, 15, 19]
+    update = finish_client(ClientTask(drop_to=0.35), pack(values, mask), mask, grad, grad)
+    sent = torch.zeros(20)
+    sent[update.mask.flat] = update.packed
+    assert update.own_mask and update.mask.same_as(new)
+    assert sent[0] == 0.0 and sent[1] == 2.0  # a regrown weight starts from 0.0, even one
+    assert sent[10] == pytest.approx(0.3)  # just dropped; a kept one keeps its value
 
 
 def test_finish_client_for_each_task():
@@ -284,7 +297,7 @@ def test_finish_client_for_each_task():
     )
     assert not stats.own_mask and stats.importance is not None and stats.importance.numel() == 8
     with pytest.raises(ValueError, match="gradient"):
-        finish_client(ClientTask(regrow=0.1), pack(values, mask), mask)
+        finish_client(ClientTask(drop_to=0.1), pack(values, mask), mask)
 
 
 def test_keep_top_breaks_ties_by_index():

@@ -10,13 +10,12 @@ it, the same way in the simulator and in any other front door.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from fedmap.core.mask import Mask, pack
-from fedmap.core.prune import prune_to_density
+from fedmap.core.prune import erk_counts, prune_to_density
 
 
 @dataclass(frozen=True)
@@ -28,9 +27,10 @@ class ClientTask:
     prune_to
         Client-local pruning: prune the trained model by magnitude, within the
         received mask, to this density of the prunable weights, and send that mask.
-    regrow
-        FedDST: drop this fraction of each tensor's kept weights (smallest ``|w|``)
-        and regrow as many where the dense gradient is largest; send the new mask.
+    drop_to
+        FedDST: drop each tensor's kept weights with the smallest ``|w|`` down to
+        its :func:`~fedmap.core.prune.erk_counts` at this density, regrow it to its
+        received count where the dense gradient is largest, and send the new mask.
     importance
         PruneFL: also send the mean squared gradients of every prunable weight.
     initial_pruning
@@ -39,7 +39,7 @@ class ClientTask:
     """
 
     prune_to: float | None = None
-    regrow: float = 0.0
+    drop_to: float | None = None
     importance: bool = False
     initial_pruning: bool = False
 
@@ -55,12 +55,12 @@ class ClientTask:
     @property
     def needs_gradients(self) -> bool:
         """Whether the engine must return dense gradient statistics."""
-        return self.regrow > 0 or self.importance
+        return self.drop_to is not None or self.importance
 
     @property
     def sends_mask(self) -> bool:
         """Whether the reply carries the client's own mask."""
-        return self.prune_to is not None or self.regrow > 0
+        return self.prune_to is not None or self.drop_to is not None
 
 
 @dataclass(frozen=True)
@@ -100,43 +100,50 @@ def finish_client(
         own = chosen
     elif task.prune_to is not None:
         own = prune_to_density(values, own, task.prune_to)
-    if task.regrow > 0:
+    grown = torch.zeros_like(own.flat)
+    if task.drop_to is not None:
         assert grad_mean is not None
-        own = drop_and_regrow(values, grad_mean, own, task.regrow)
+        own, grown = drop_and_regrow(values, grad_mean, own, task.drop_to)
     importance = None
     if task.importance:
         assert grad_sq is not None
         importance = grad_sq[mask.layout.prunable_flat].to(torch.float32)
-    values = values.masked_fill(~own.flat, 0.0)  # regrown weights start from 0.0
+    values = values.masked_fill(~own.flat | grown, 0.0)  # regrown weights start from 0.0
     return ClientUpdate(pack(values, own), own, own_mask=task.sends_mask, importance=importance)
 
 
 def drop_and_regrow(
-    values: torch.Tensor, gradient: torch.Tensor, mask: Mask, fraction: float
-) -> Mask:
-    """RigL's step per tensor, as FedDST runs it on each client.
+    values: torch.Tensor, gradient: torch.Tensor, mask: Mask, drop_to: float
+) -> tuple[Mask, torch.Tensor]:
+    """RigL's step per tensor, as FedDST's reference client runs it; also the grown weights.
 
-    In every prunable tensor, drop ``round(fraction * kept)`` kept weights with the
-    smallest ``|w|``, then grow as many among the weights not kept after the drop
-    where ``|gradient|`` is largest (ties: lower index). Each tensor keeps its count,
-    so the density is unchanged and the layer-wise distribution too.
+    In every prunable tensor, drop the kept weights with the smallest ``|w|`` down
+    to the tensor's :func:`~fedmap.core.prune.erk_counts` at ``drop_to`` (the
+    reference's ``layer_prune`` at ``s + (1 - s) α``), then grow as many among the
+    weights not kept after the drop, just-dropped ones included, where ``|gradient|``
+    is largest (ties: lower index). Each tensor keeps its received count. The
+    second result flags the grown weights, which start from 0.0 (the reference's
+    ``layer_grow`` zeroes them), a just-dropped one included.
     """
     layout = mask.layout
     flat = mask.flat.clone()
+    grown = torch.zeros_like(flat)
     magnitude = values.detach().abs()
     grad = gradient.detach().abs().to(torch.float64)
+    targets = erk_counts(layout, drop_to)
     for i, is_prunable in enumerate(layout.prunable):
         if not is_prunable:
             continue
         part = layout.slice_of(i)
         keep = flat[part]
         kept_index = keep.nonzero().squeeze(1)
-        count = min(math.floor(fraction * kept_index.numel() + 0.5), int((~keep).sum()))
+        count = max(0, kept_index.numel() - targets[i])
         if count == 0:
             continue
         order = torch.sort(magnitude[part][kept_index], stable=True).indices
         keep[kept_index[order[:count]]] = False
         free = (~keep).nonzero().squeeze(1)
-        grow = torch.sort(-grad[part][free], stable=True).indices[:count]
-        keep[free[grow]] = True
-    return Mask(layout, flat)
+        grow = free[torch.sort(-grad[part][free], stable=True).indices[:count]]
+        keep[grow] = True
+        grown[part][grow] = True
+    return Mask(layout, flat), grown

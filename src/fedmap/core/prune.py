@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask
 from fedmap.errors import ProtocolError
 
@@ -234,3 +235,38 @@ def prunefl_adjust(
     refill = min_kept - base.num_kept_prunable
     candidates = layout.prunable_flat & ~survivors
     return keep_top(importance.detach().to("cpu"), candidates, max(refill, 0), base)
+
+
+def erk_counts(layout: Layout, density: float) -> list[int]:
+    """Weights each tensor keeps at ``density`` under FedDST's ``erk`` distribution.
+
+    The reference (``PrunableNet._weights_by_layer``) gives layer ``i`` the raw
+    sparsity ``1 - (n_in + n_out + Σk) / (n_in n_out Πk)`` (``Σk`` and ``Πk`` over
+    the kernel, empty for a linear layer), scales all of them by one factor so that
+    ``Σ s_i n_i = (1 - density) Σ n_i`` with ``n_i`` the layer's weights plus its
+    bias, and keeps ``floor((1 - s_i) n_i)`` of the layer's weights. This is not
+    RigL's ERK: it moves a little density from the large layers to the first
+    convolution and the classifier (FedAvg CNN at 95 % sparsity: conv1 10 %,
+    classifier 15 %, the others 5 %). Counts are clipped to [1, numel] where the
+    scaling would leave a layer empty or overfull (the reference then leaves the
+    layer dense). FedDST's server and clients both count by it. One entry per
+    tensor of ``layout``; non-prunable tensors get 0.
+    """
+    sizes: list[int] = []
+    raw: list[float] = []
+    prunable = [i for i, p in enumerate(layout.prunable) if p]
+    for i in prunable:
+        shape = layout.shapes[i]
+        n_out, n_in, kernel = shape[0], shape[1] if len(shape) > 1 else 1, shape[2:]
+        fan = n_in * n_out * math.prod(kernel)
+        raw.append(1.0 - (n_in + n_out + sum(kernel)) / fan)
+        bias = layout.names[i].removesuffix("weight") + "bias"
+        extra = math.prod(layout.shapes[layout.names.index(bias)]) if bias in layout.names else 0
+        sizes.append(math.prod(shape) + extra)
+    weighted = sum(s * n for s, n in zip(raw, sizes, strict=True))
+    scale = (1.0 - density) * sum(sizes) / weighted if weighted != 0 else 0.0
+    counts = [0] * len(layout.names)
+    for i, s, n in zip(prunable, raw, sizes, strict=True):
+        numel = math.prod(layout.shapes[i])
+        counts[i] = min(numel, max(1, math.floor((1.0 - s * scale) * n)))
+    return counts

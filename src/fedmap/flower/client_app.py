@@ -177,10 +177,10 @@ def _bits(mask: Mask) -> bytes:
 def _task(fields: dict[str, Any]) -> ClientTask | None:
     if not any(k.startswith("task-") for k in fields):
         return None
-    prune_to = fields.get("task-prune-to")
+    prune_to, drop_to = fields.get("task-prune-to"), fields.get("task-drop-to")
     return ClientTask(
         prune_to=None if prune_to is None else float(prune_to),
-        regrow=float(fields.get("task-regrow", 0.0)),
+        drop_to=None if drop_to is None else float(drop_to),
         importance=bool(fields.get("task-importance", False)),
         initial_pruning=bool(fields.get("task-initial-pruning", False)),
     )

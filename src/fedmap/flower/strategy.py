@@ -366,7 +366,8 @@ class FedMapFlowerStrategy(Strategy):
         if task is not None:
             if task.prune_to is not None:
                 fields["task-prune-to"] = task.prune_to
-            fields["task-regrow"] = task.regrow
+            if task.drop_to is not None:
+                fields["task-drop-to"] = task.drop_to
             fields["task-importance"] = task.importance
             fields["task-initial-pruning"] = task.initial_pruning
         message = Message(fedmap_content(fields), dst_node_id=node.node_id, message_type=TRAIN)

@@ -5,14 +5,14 @@ runs it, not a paraphrase of it:
 
 - *Initial mask* (the server, once, round 1): each prunable tensor keeps its
   largest initial weights by magnitude, at the count FedDST's ``erk`` layer
-  distribution gives it (:func:`erk_counts`), and everyone receives it as a
+  distribution gives it (:func:`~fedmap.core.prune.erk_counts`), and everyone receives it as a
   bootstrap. There is no dense warm-up.
 - *Readjustment* (clients): in rounds ``2, 2 + ΔR, 2 + 2ΔR, ...`` (the reference's
   0-based rounds ``1, 1 + ΔR, ...``; ``ΔR = rounds_per_step``) while
   ``α_t = α/2 (1 + cos(π t / T_end)) > 0``, ``t`` the 0-based round and ``T_end``
-  half the run's rounds, each client, after its local training, drops the share
-  ``α_t`` of each tensor's kept weights with the smallest ``|w|`` and regrows as
-  many where its dense gradient is largest (RigL's step,
+  half the run's rounds, each client, after its local training, drops each tensor's
+  smallest weights down to its ERK count at density ``d (1 - α_t)`` and regrows it
+  to its count where its dense gradient is largest (RigL's step,
   :func:`fedmap.client.rules.drop_and_regrow`); regrown weights start at 0.0. It
   sends its values with its new mask.
 - *Aggregation* (server): each weight is averaged over the clients that kept it,
@@ -20,13 +20,15 @@ runs it, not a paraphrase of it:
   magnitude to each tensor's count (:meth:`FedDSTStrategy.merge`). Between
   readjustments the rounds are FedAvg on a fixed mask and carry values only.
 
-Deviations, each small and documented in docs/methods.md: the regrowth gradient
-is the mean over the client's local data (the reference takes its last batch);
-regrowth chooses among weights not kept (the reference's top-k over every
-position also zeroes kept weights it happens to pick, leaving the layer short);
-``α_t`` is decayed as the paper writes it (the reference computes it but prunes
-with the undecayed ``α``); ties among the zeros the union re-prune must choose
-from go to the most votes (the reference leaves them to top-k's order).
+Deviations, each small and documented in docs/methods.md: clients readjust at
+the end of local training (the reference's defaults; its epoch gate would skip
+most participations at one local epoch); the regrowth gradient is the mean over
+the client's local data (the reference takes its last batch); regrowth chooses
+among weights not kept (the reference's top-k over every position also zeroes
+kept weights it happens to pick, leaving the layer short); ``α_t`` is decayed as
+the paper writes it (the reference computes it but prunes with the undecayed
+``α``); ties among the zeros the union re-prune must choose from go to the most
+votes (the reference leaves them to top-k's order).
 """
 
 from __future__ import annotations
@@ -39,41 +41,8 @@ import torch
 from fedmap.client.rules import ClientTask
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask
+from fedmap.core.prune import erk_counts
 from fedmap.strategies.base import GlobalModel, Step, Strategy
-
-
-def erk_counts(layout: Layout, density: float) -> list[int]:
-    """Weights each tensor keeps at ``density`` under FedDST's ``erk`` distribution.
-
-    The reference (``PrunableNet._weights_by_layer``) gives layer ``i`` the raw
-    sparsity ``1 - (n_in + n_out + Σk) / (n_in n_out Πk)`` (``Σk`` and ``Πk`` over
-    the kernel, empty for a linear layer), scales all of them by one factor so that
-    ``Σ s_i n_i = (1 - density) Σ n_i`` with ``n_i`` the layer's weights plus its
-    bias, and keeps ``floor((1 - s_i) n_i)`` of the layer's weights. This is not
-    RigL's ERK: it moves a little density from the large layers to the first
-    convolution and the classifier (FedAvg CNN at 95 % sparsity: conv1 10 %,
-    classifier 15 %, the others 5 %). Counts are clipped to [1, numel] where the
-    scaling would leave a layer empty or overfull. One entry per tensor of
-    ``layout``; non-prunable tensors get 0.
-    """
-    sizes: list[int] = []
-    raw: list[float] = []
-    prunable = [i for i, p in enumerate(layout.prunable) if p]
-    for i in prunable:
-        shape = layout.shapes[i]
-        n_out, n_in, kernel = shape[0], shape[1] if len(shape) > 1 else 1, shape[2:]
-        fan = n_in * n_out * math.prod(kernel)
-        raw.append(1.0 - (n_in + n_out + sum(kernel)) / fan)
-        bias = layout.names[i].removesuffix("weight") + "bias"
-        extra = math.prod(layout.shapes[layout.names.index(bias)]) if bias in layout.names else 0
-        sizes.append(math.prod(shape) + extra)
-    weighted = sum(s * n for s, n in zip(raw, sizes, strict=True))
-    scale = (1.0 - density) * sum(sizes) / weighted if weighted > 0 else 0.0
-    counts = [0] * len(layout.names)
-    for i, s, n in zip(prunable, raw, sizes, strict=True):
-        numel = math.prod(layout.shapes[i])
-        counts[i] = min(numel, max(1, math.floor((1.0 - s * scale) * n)))
-    return counts
 
 
 def initial_mask(values: torch.Tensor, mask: Mask, density: float) -> Mask:
@@ -138,7 +107,7 @@ class FedDSTStrategy(Strategy):
 
     def is_readjustment(self, round: int) -> bool:
         """Whether clients drop and regrow at the end of ``round``."""
-        return round >= 2 and (round - 2) % self.rounds_per_step == 0 and self.alpha(round) > 0
+        return (round - 2) % self.rounds_per_step == 0 and self.alpha(round) > 0
 
     def plan(self, round: int, model: GlobalModel) -> Step:
         """Round 1: the initial mask (a bootstrap to everyone); later: nothing."""
@@ -148,8 +117,14 @@ class FedDSTStrategy(Strategy):
         return Step()
 
     def client_task(self, round: int) -> ClientTask | None:
-        """On readjustment rounds, clients drop and regrow after training."""
-        return ClientTask(regrow=self.alpha(round)) if self.is_readjustment(round) else None
+        """On readjustment rounds, clients drop to the ERK counts at ``d (1 - α_t)`` and regrow.
+
+        The reference prunes each layer to its count at sparsity ``s + (1 - s) α``
+        and grows it back to its count at ``s``, both by :func:`erk_counts`.
+        """
+        if not self.is_readjustment(round):
+            return None
+        return ClientTask(drop_to=(1.0 - self.target_sparsity) * (1.0 - self.alpha(round)))
 
     def merge(
         self, round: int, model: GlobalModel, values: torch.Tensor, votes: torch.Tensor
@@ -171,7 +146,8 @@ class FedDSTStrategy(Strategy):
             part = layout.slice_of(i)
             count = int(flat[part].sum())
             union = votes[part] > 0
-            magnitude = values[part].abs().double().masked_fill(~union, -1.0)
+            outside = torch.where(flat[part], -1.0, -2.0)  # a short union keeps the old mask
+            magnitude = torch.where(union, values[part].abs().double(), outside.double())
             flat[part] = _top(magnitude, votes[part], count)
         self._readjustments += 1
         return Mask(layout, flat)

@@ -289,7 +289,7 @@ class Server:
         """
         own = Mask.from_prunable_bits(self.layout, torch.from_numpy(bits))
         model = self.model.mask
-        if task.regrow > 0:
+        if task.drop_to is not None:
             for i, is_prunable in enumerate(self.layout.prunable):
                 part = self.layout.slice_of(i)
                 if is_prunable and int(own.flat[part].sum()) != int(model.flat[part].sum()):
