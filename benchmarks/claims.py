@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fedmap.runs.report import RunData, find_runs, group_runs, load_run, write_report
 from fedmap.runs.sweep import load_sweep
+from fedmap.strategies.revisions import REVISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "benchmarks" / "paper_claims.toml"
@@ -240,7 +241,10 @@ def main() -> int:
         + (f" This regeneration took {args.elapsed / 60:.1f} min." if args.elapsed else ""),
         "",
         "Methods, each in one paragraph with its reference, are in `docs/methods.md`; the report "
-        "below is `fedmap report` of the sweep (also as `docs/results/report.html`).",
+        "below is `fedmap report` of the sweep (also as `docs/results/report.html`). Method "
+        "revisions shown (runs of another revision are left out): "
+        + ", ".join(f"{m} {n}" for m, n in sorted(REVISIONS.items()))
+        + ", every other method 1.",
         "",
     ]
     body = md_path.read_text().split("\n", 1)[1]  # drop the report's own title
