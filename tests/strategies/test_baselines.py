@@ -279,8 +279,8 @@ def test_drop_and_regrow_drops_to_the_erk_counts_and_zeroes_what_it_grows():
     sent = torch.zeros(20)
     sent[update.mask.flat] = update.packed
     assert update.own_mask and update.mask.same_as(new)
-    assert sent[0] == 0.0 and sent[1] == 2.0  # a regrown weight starts from 0.0, even one
-    assert sent[10] == pytest.approx(0.3)  # just dropped; a kept one keeps its value
+    assert sent[0] == 0.0  # regrown right after its drop: from 0.0, not its trained 1.0
+    assert sent[1] == 2.0 and sent[10] == pytest.approx(0.3)  # kept weights keep their values
 
 
 def test_finish_client_for_each_task():
