@@ -41,20 +41,20 @@ import torch
 from fedmap.client.rules import ClientTask
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask
-from fedmap.core.prune import erk_counts
+from fedmap.core.prune import erk_counts, keep_top
 from fedmap.strategies.base import GlobalModel, Step, Strategy
 
 
 def initial_mask(values: torch.Tensor, mask: Mask, density: float) -> Mask:
     """Each prunable tensor's largest ``|values|`` at its :func:`erk_counts` (ties: lower index)."""
     layout = mask.layout
-    flat = mask.flat.clone()
     magnitude = values.detach().abs()
     for i, count in enumerate(erk_counts(layout, density)):
         if layout.prunable[i]:
-            part = layout.slice_of(i)
-            flat[part] = _top(magnitude[part], torch.zeros_like(magnitude[part]), count)
-    return Mask(layout, flat)
+            candidates = torch.zeros(layout.numel, dtype=torch.bool)
+            candidates[layout.slice_of(i)] = True
+            mask = keep_top(magnitude, candidates, count, mask)
+    return mask
 
 
 def _top(primary: torch.Tensor, secondary: torch.Tensor, count: int) -> torch.Tensor:
