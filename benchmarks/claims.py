@@ -2,7 +2,7 @@
 
 Usage (benchmarks/paper_claims.sh calls it after the sweep)::
 
-    .venv/bin/python benchmarks/claims.py [--runs benchmarks/out/paper_claims] [--elapsed S]
+    .venv/bin/python benchmarks/claims.py [--runs benchmarks/runs/paper_claims] [--elapsed S]
 
 The full table and figures come from ``fedmap report`` (written to docs/results/); this
 script adds the claims of issue 3, each judged on the runs that exist, and says which
@@ -124,7 +124,7 @@ def missing_by_target_and_method(names: list[str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "out" / "paper_claims")
+    parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs" / "paper_claims")
     parser.add_argument("--elapsed", type=float, default=None, help="sweep seconds, for the doc")
     args = parser.parse_args()
     os.chdir(ROOT)  # relative paths in the doc

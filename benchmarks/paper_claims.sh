@@ -10,6 +10,12 @@
 # are skipped: stop it at any time (SIGTERM keeps a checkpoint) and run it again to continue.
 # Several machines sharing OUT (or several terminals) split the grid: each run is locked while
 # it runs, and a run another sweep holds is reported busy and left to it.
+# Finished runs are kept in git under benchmarks/runs/paper_claims/ (config, metrics, ledger,
+# per-client accuracy, partition, summary: about 0.2 MB a run; checkpoints and models are
+# ignored), so a clone or another machine continues the grid where the last one stopped:
+#   for s in benchmarks/runs/paper_claims/*/summary.json; do git add "${s%/summary.json}"; done
+# (only finished runs hold a summary.json; a half-run committed without its checkpoint would be
+# started again from round 1 anyway).
 #
 #   bash benchmarks/paper_claims.sh                 # PARALLEL=2 by default
 #   PARALLEL=12 bash benchmarks/paper_claims.sh --set data.path=/data/fashion-mnist
@@ -17,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-OUT=${OUT:-benchmarks/out/paper_claims}
+OUT=${OUT:-benchmarks/runs/paper_claims}
 started=$(date +%s)
 status=0
 "$PY" -m fedmap sweep benchmarks/paper_claims.toml --out "$OUT" --parallel "${PARALLEL:-2}" "$@" \

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
+import tomllib
 
 from fedmap.runs.report import RunData
 
@@ -87,3 +92,27 @@ def test_missing_runs_are_counted_by_target_and_method():
     assert claims.missing_by_target_and_method(names) == (
         "target_sparsity0.9: prunefl 2, feddst 1; target_sparsity0.5: local 1; no target: none 1"
     )
+
+
+def test_the_grid_keeps_its_finished_runs_in_git_but_not_their_checkpoints():
+    """Ignored run directories are lost with the checkout that made them (165 runs were)."""
+    root = CLAIMS.parents[1]
+    sweep = tomllib.loads((root / "benchmarks" / "paper_claims.toml").read_text())
+    assert sweep["out"] == "benchmarks/runs/paper_claims"
+    assert 'ROOT / "benchmarks" / "runs" / "paper_claims"' in CLAIMS.read_text()
+    git = shutil.which("git")
+    if git is None or subprocess.run([git, "-C", str(root), "rev-parse"], check=False).returncode:
+        pytest.skip("not a git checkout")
+
+    def ignored(relative: str) -> bool:
+        check = subprocess.run([git, "-C", str(root), "check-ignore", "-q", relative], check=False)
+        return check.returncode == 0
+
+    run = "benchmarks/runs/paper_claims/target_sparsity0.9-iid-fedmap-seed0"
+    for kept in ("config.toml", "summary.json", "metrics.jsonl", "metrics.csv", "ledger.csv"):
+        assert not ignored(f"{run}/{kept}"), kept
+    for kept in ("client_accuracy.csv", "partition.csv", "events.jsonl"):
+        assert not ignored(f"{run}/{kept}"), kept
+    assert ignored(f"{run}/checkpoints/round-0040.pt")
+    assert ignored(f"{run}/model.safetensors")
+    assert ignored("benchmarks/runs/paper_claims/logs/x.lock")
