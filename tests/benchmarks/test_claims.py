@@ -113,6 +113,6 @@ def test_the_grid_keeps_its_finished_runs_in_git_but_not_their_checkpoints():
         assert not ignored(f"{run}/{kept}"), kept
     for kept in ("client_accuracy.csv", "partition.csv", "events.jsonl"):
         assert not ignored(f"{run}/{kept}"), kept
-    assert ignored(f"{run}/checkpoints/round-0040.pt")
+    assert ignored(f"{run}/checkpoints/round-000040.ckpt")
     assert ignored(f"{run}/model.safetensors")
     assert ignored("benchmarks/runs/paper_claims/logs/x.lock")
