@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,14 +12,6 @@ import tomllib
 from fedmap.runs.report import RunData
 
 CLAIMS = Path(__file__).resolve().parents[2] / "benchmarks" / "claims.py"
-
-
-def load_claims():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("claims", CLAIMS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def fake_run(path: Path, accuracy: float, ledger: str | None) -> RunData:
@@ -37,8 +28,10 @@ def fake_run(path: Path, accuracy: float, ledger: str | None) -> RunData:
     )
 
 
-def test_only_runs_near_chance_are_listed_with_the_lone_round_one_clients_labels(tmp_path):
-    claims = load_claims()
+def test_only_runs_near_chance_are_listed_with_the_lone_round_one_clients_labels(
+    tmp_path, load_benchmark
+):
+    claims = load_benchmark("claims")
     lone = fake_run(tmp_path / "lone", 0.10, "1,1,down,9\n1,1,up,9\n2,0,up,9\n")
     cohort = fake_run(tmp_path / "cohort", 0.12, "1,0,up,9\n1,1,up,9\n")
     unknown = fake_run(tmp_path / "unknown", 0.15, None)
@@ -63,8 +56,8 @@ def seeded(tmp_path: Path, name: str, seed: int, clients: list[float]) -> RunDat
     )
 
 
-def test_the_stability_claim_compares_only_the_seeds_both_methods_ran(tmp_path):
-    claims = load_claims()
+def test_the_stability_claim_compares_only_the_seeds_both_methods_ran(tmp_path, load_benchmark):
+    claims = load_benchmark("claims")
     # seed 0's partition is mild, seeds 1-2 are harsh; client-local has finished seed 0 only
     fedmap = [
         seeded(tmp_path, "f0", 0, [0.5, 0.7]),  # std 10 points
@@ -80,8 +73,8 @@ def test_the_stability_claim_compares_only_the_seeds_both_methods_ran(tmp_path):
     assert claims.std_verdict(fedmap, [seeded(tmp_path, "l5", 5, [0.1, 0.9])]) is None
 
 
-def test_missing_runs_are_counted_by_target_and_method():
-    claims = load_claims()
+def test_missing_runs_are_counted_by_target_and_method(load_benchmark):
+    claims = load_benchmark("claims")
     names = [
         "target_sparsity0.9-dir0.1-prunefl-seed1",
         "target_sparsity0.9-iid-prunefl-seed0",

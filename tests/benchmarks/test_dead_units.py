@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from fedmap.models.registry import build_model
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "dead_units.py"
 
-
-def load_script():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("dead_units", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_units_count_as_dead_only_when_no_input_makes_them_fire():
+def test_units_count_as_dead_only_when_no_input_makes_them_fire(load_benchmark):
     torch.manual_seed(0)
     model = build_model("cnn", (1, 8, 8), 10)
     x = torch.randn(64, 1, 8, 8)
-    layer_activity = load_script().layer_activity
+    layer_activity = load_benchmark("dead_units").layer_activity
     healthy = {name: (alive, units) for name, alive, units, _ in layer_activity(model, x)}
     assert set(healthy) == {"conv1", "conv2", "fc1"}  # the logits layer is left out
     assert healthy["conv2"] == (64, 64)
