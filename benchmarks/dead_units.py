@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedmap.client.train import load_values
+from fedmap.core.layout import Layout
 from fedmap.data.datasets import load_dataset
-from fedmap.models.registry import build_model
+from fedmap.models.registry import build_model, prunable_names, transmitted_names
 from fedmap.runs.checkpoint import load_checkpoint
 from fedmap.runs.config import load_config
 
@@ -61,14 +63,11 @@ def main() -> int:
     data = load_dataset(config.data.name, config.data.path or None, seed=config.seed)
     model = build_model(config.model.name, data.input_shape, data.num_classes)
     state = model.state_dict()
+    layout = Layout.from_state(
+        {name: state[name] for name in transmitted_names(model)}, prunable_names(model)
+    )  # the run's canonical order (fedmap.runs.experiment.prepare)
     values = load_checkpoint(args.checkpoint).tensors["server.values"]
-    offset = 0
-    for tensor in state.values():  # the canonical order is the state_dict's
-        tensor.copy_(values[offset : offset + tensor.numel()].view_as(tensor))
-        offset += tensor.numel()
-    if offset != values.numel():
-        raise SystemExit(f"{args.checkpoint}: {values.numel()} values, the model has {offset}")
-    model.load_state_dict(state)
+    load_values(model, layout.unflatten(values))  # a wrong model raises ProtocolError
     x, y = data.x_test[: args.images], data.y_test[: args.images]
     print(f"{args.checkpoint} ({config.model.name}, {len(x)} test images)")
     for name, alive, units, share in layer_activity(model, x):
