@@ -122,6 +122,23 @@ def missing_by_target_and_method(names: list[str]) -> str:
     )
 
 
+def archived_pages(docs: Path) -> list[str]:
+    """Header lines linking the earlier pages kept in ``docs/results_archive_*.md``.
+
+    A page whose run directories were lost cannot be regenerated; it is kept as it was
+    generated, and the current page points to it so the reader sees both records.
+    """
+    pages = sorted(p.name for p in docs.glob("results_archive_*.md"))
+    if not pages:
+        return []
+    links = ", ".join(f"[`docs/{name}`]({name})" for name in pages)
+    return [
+        f"Earlier pages, kept as they were generated because their run directories were lost "
+        f"and cannot be regenerated: {links}.",
+        "",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs" / "paper_claims")
@@ -246,6 +263,7 @@ def main() -> int:
         + ", ".join(f"{m} {n}" for m, n in sorted(REVISIONS.items()))
         + ", every other method 1.",
         "",
+        *archived_pages(DOCS),
     ]
     body = md_path.read_text().split("\n", 1)[1]  # drop the report's own title
     body = body.replace("](", "](results/")

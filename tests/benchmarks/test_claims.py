@@ -87,6 +87,18 @@ def test_missing_runs_are_counted_by_target_and_method(load_benchmark):
     )
 
 
+def test_archived_pages_are_linked_from_the_regenerated_page(tmp_path, load_benchmark):
+    claims = load_benchmark("claims")
+    assert claims.archived_pages(tmp_path) == []
+    (tmp_path / "results.md").write_text("current")
+    (tmp_path / "results_archive_62b2a2f.md").write_text("old")
+    (tmp_path / "results_archive_0abc.md").write_text("older")
+    lines = claims.archived_pages(tmp_path)
+    assert "[`docs/results_archive_0abc.md`](results_archive_0abc.md), " in lines[0]
+    assert lines[0].endswith("[`docs/results_archive_62b2a2f.md`](results_archive_62b2a2f.md).")
+    assert "results.md`" not in lines[0].replace("results_archive_", "")
+
+
 def test_the_grid_keeps_its_finished_runs_in_git_but_not_their_checkpoints():
     """Ignored run directories are lost with the checkout that made them (165 runs were)."""
     root = CLAIMS.parents[1]
