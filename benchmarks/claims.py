@@ -235,7 +235,8 @@ def main() -> int:
             "",
             "## Runs at chance level",
             "",
-            f"{len(collapsed)} runs end at most 1.5x chance accuracy (15 % for 10 classes); "
+            ("1 run ends" if len(collapsed) == 1 else f"{len(collapsed)} runs end")
+            + " at most 1.5x chance accuracy (15 % for 10 classes); "
             "their seeds' means above include them."
             + (
                 " PruneFL's round 1 is one client's initially pruned model, unaveraged and "
