@@ -121,3 +121,24 @@ def test_the_grid_keeps_its_finished_runs_in_git_but_not_their_checkpoints():
     assert ignored(f"{run}/checkpoints/round-000040.ckpt")
     assert ignored(f"{run}/model.safetensors")
     assert ignored("benchmarks/runs/paper_claims/logs/x.lock")
+
+
+def test_runs_with_refused_replies_are_listed_with_their_reasons(tmp_path, load_benchmark):
+    claims = load_benchmark("claims")
+    screened = fake_run(tmp_path / "screened", 0.7, None)
+    screened.summary["replies_rejected"] = 3
+    (screened.path / "events.jsonl").write_text(
+        '{"round": 1, "client": 4, "kind": "rejected", "reason": "update norm 26 exceeds 18"}\n'
+        '{"round": 2, "client": 4, "kind": "capped", "reason": "sample count 9 capped to 5"}\n'
+        '{"round": 3, "client": 1, "kind": "rejected", "reason": "reply contains NaN or Inf"}\n'
+        '{"round": 5, "client": 2, "kind": "rejected", "reason": "update norm 29 exceeds 20"}\n'
+    )
+    clean = fake_run(tmp_path / "clean", 0.9, None)
+    clean.summary["replies_rejected"] = 0
+    unlogged = fake_run(tmp_path / "unlogged", 0.9, None)
+    unlogged.summary["replies_rejected"] = 1
+    assert claims.rejected_replies([unlogged, clean, screened]) == [
+        "- `screened`: 3 replies rejected (2x update norm over the limit, "
+        "1x reply contains NaN or Inf).",
+        "- `unlogged`: 1 reply rejected.",
+    ]
