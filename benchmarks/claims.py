@@ -117,7 +117,8 @@ def rejected_replies(runs: list[RunData]) -> list[str]:
     """
     lines = []
     for run in sorted(runs, key=lambda r: r.path.name):
-        if not int(run.summary.get("replies_rejected", 0)):
+        count = int(run.summary.get("replies_rejected", 0))
+        if not count:
             continue
         events = run.path / "events.jsonl"
         reasons: Counter[str] = Counter()
@@ -128,7 +129,6 @@ def rejected_replies(runs: list[RunData]) -> list[str]:
                     reason = str(event.get("reason", ""))
                     reasons["update norm over the limit" if "exceeds" in reason else reason] += 1
         detail = ", ".join(f"{n}x {reason}" for reason, n in reasons.most_common())
-        count = int(run.summary["replies_rejected"])
         lines.append(
             f"- `{run.path.name}`: {count} {'reply' if count == 1 else 'replies'} rejected"
             + (f" ({detail})" if detail else "")
