@@ -61,6 +61,41 @@ def std_verdict(fedmap: list[RunData], local: list[RunData]) -> str | None:
     )
 
 
+BYTES_CLAIM_TARGETS = (0.8, 0.9, 0.95)
+"""The targets the claims name (IID 90/95 %, Dir(0.5) 80/90 %, stability 80-95 %)."""
+
+
+def bytes_verdict(ratios: list[tuple[str, float | None, float]]) -> str:
+    """FedMap's bytes as a share of dense FedAvg's, judged at the claims' targets only.
+
+    The 35 % bound belongs to the high-sparsity targets the other claims name: at a 50 %
+    target the kept values alone are half the model, so no pruning method that sends
+    values can meet it there. Groups at other targets are listed beside the verdict, not
+    judged, so the reader still sees what they cost. ``ratios`` holds (setting, target,
+    mean bytes / dense bytes) per FedMap group.
+    """
+    judged = [r for r in ratios if r[1] is not None and round(r[1], 4) in BYTES_CLAIM_TARGETS]
+    others = sorted((r for r in ratios if r not in judged), key=lambda r: (str(r[1]), r[0]))
+    targets = "/".join(f"{t:.0%}" for t in BYTES_CLAIM_TARGETS)
+    if judged:
+        worst = max(judged, key=lambda r: r[2])
+        line = (
+            f"- **FedMap's total bytes ≤ 35 % of dense FedAvg's** (targets {targets}): between "
+            f"{min(r[2] for r in judged):.1%} and {worst[2]:.1%} over every FedMap group run "
+            f"(largest: {worst[0]} at {worst[1]:.0%}): "
+            f"**{'met' if worst[2] <= 0.35 else 'not met'}**."
+        )
+    else:
+        line = f"- **FedMap's total bytes ≤ 35 % of dense FedAvg's**: no FedMap run at {targets}."
+    if others:
+        shown = ", ".join(
+            f"{setting} at {'dense' if t is None else f'{t:.0%}'} {ratio:.1%}"
+            for setting, t, ratio in others
+        )
+        line += f" Not judged (other targets): {shown}."
+    return line
+
+
 def round_one_clients(run: RunData) -> list[int]:
     """The clients that answered round 1, from the run's ledger (none where it was not kept)."""
     ledger = run.path / "ledger.csv"
@@ -239,13 +274,7 @@ def main() -> int:
         if method == "fedmap"
     ]
     if ratios:
-        worst = max(ratios, key=lambda r: r[2])
-        lines.append(
-            f"- **FedMap's total bytes ≤ 35 % of dense FedAvg's**: between "
-            f"{min(r[2] for r in ratios):.1%} and {worst[2]:.1%} over every FedMap group run "
-            f"(largest: {worst[0]} at {worst[1]:.0%}): "
-            f"**{'met' if worst[2] <= 0.35 else 'not met'}**."
-        )
+        lines.append(bytes_verdict(ratios))
     done = {p.name for p in found}
     missing = [r.name for r in planned if r.name not in done]
     lines += [

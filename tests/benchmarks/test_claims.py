@@ -142,3 +142,14 @@ def test_runs_with_refused_replies_are_listed_with_their_reasons(tmp_path, load_
         "1x reply contains NaN or Inf).",
         "- `unlogged`: 1 reply rejected.",
     ]
+
+
+def test_the_bytes_claim_is_judged_at_the_claim_targets_and_lists_the_others(load_benchmark):
+    claims = load_benchmark("claims")
+    ratios = [("IID", 0.9, 0.30), ("Dir", 0.8, 0.33), ("IID", 0.5, 0.49)]
+    line = claims.bytes_verdict(ratios)
+    assert "between 30.0% and 33.0%" in line and "(largest: Dir at 80%)" in line
+    assert "**met**" in line and "Not judged (other targets): IID at 50% 49.0%." in line
+    over = claims.bytes_verdict([("IID", 0.95, 0.36), ("IID", 0.5, 0.49)])
+    assert "**not met**" in over and "36.0%" in over
+    assert "no FedMap run" in claims.bytes_verdict([("IID", 0.5, 0.49)])
