@@ -81,15 +81,15 @@ def bytes_verdict(ratios: list[tuple[str, float | None, float]]) -> str:
         worst = max(judged, key=lambda r: r[2])
         line = (
             f"- **FedMap's total bytes ≤ 35 % of dense FedAvg's** (targets {targets}): between "
-            f"{min(r[2] for r in judged):.1%} and {worst[2]:.1%} over every FedMap group run "
-            f"(largest: {worst[0]} at {worst[1]:.0%}): "
+            f"{min(r[2] for r in judged):.1%} and {worst[2]:.1%} over the FedMap groups "
+            f"at those targets (largest: {worst[0]} at {worst[1]:.0%}): "
             f"**{'met' if worst[2] <= 0.35 else 'not met'}**."
         )
     else:
         line = f"- **FedMap's total bytes ≤ 35 % of dense FedAvg's**: no FedMap run at {targets}."
     if others:
         shown = ", ".join(
-            f"{setting} at {'dense' if t is None else f'{t:.0%}'} {ratio:.1%}"
+            f"{setting} at {'no target' if t is None else f'{t:.0%}'} {ratio:.1%}"
             for setting, t, ratio in others
         )
         line += f" Not judged (other targets): {shown}."
