@@ -74,8 +74,12 @@ def bytes_verdict(ratios: list[tuple[str, float | None, float]]) -> str:
     judged, so the reader still sees what they cost. ``ratios`` holds (setting, target,
     mean bytes / dense bytes) per FedMap group.
     """
-    judged = [r for r in ratios if r[1] is not None and round(r[1], 4) in BYTES_CLAIM_TARGETS]
-    others = sorted((r for r in ratios if r not in judged), key=lambda r: (str(r[1]), r[0]))
+    judged: list[tuple[str, float | None, float]] = []
+    others: list[tuple[str, float | None, float]] = []
+    for r in ratios:
+        claimed = r[1] is not None and round(r[1], 4) in BYTES_CLAIM_TARGETS
+        (judged if claimed else others).append(r)
+    others.sort(key=lambda r: (str(r[1]), r[0]))
     targets = "/".join(f"{t:.0%}" for t in BYTES_CLAIM_TARGETS)
     if judged:
         worst = max(judged, key=lambda r: r[2])
