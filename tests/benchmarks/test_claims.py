@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from fedmap.runs.report import RunData
+from fedmap.runs.report import Group, RunData
 
 CLAIMS = Path(__file__).resolve().parents[2] / "benchmarks" / "claims.py"
 
@@ -153,3 +153,34 @@ def test_the_bytes_claim_is_judged_at_the_claim_targets_and_lists_the_others(loa
     over = claims.bytes_verdict([("IID", 0.95, 0.36), ("IID", 0.5, 0.49)])
     assert "**not met**" in over and "36.0%" in over
     assert "no FedMap run" in claims.bytes_verdict([("IID", 0.5, 0.49)])
+
+
+def scored(tmp_path: Path, seed: int, accuracy: float) -> RunData:
+    return RunData(
+        path=tmp_path / f"s{seed}",
+        config={"seed": seed},
+        summary={"final_test_accuracy": accuracy},
+        rows=[],
+        client_accuracy=[],
+        partition=[],
+    )
+
+
+def test_baselines_are_compared_with_fedmap_seed_by_seed(tmp_path, load_benchmark):
+    claims = load_benchmark("claims")
+    # seed 1's partition is harder for everyone: unpaired means would mix that in
+    fedmap = [scored(tmp_path, 0, 0.90), scored(tmp_path, 1, 0.80), scored(tmp_path, 2, 0.95)]
+    gradual = [scored(tmp_path, 0, 0.89), scored(tmp_path, 1, 0.79)]
+    assert claims.paired_gap(fedmap, gradual) == "-1.00 ± 0.00 (2)"
+    assert claims.paired_gap(fedmap, [scored(tmp_path, 2, 0.97)]) == "+2.00 (1)"
+    assert claims.paired_gap(fedmap, [scored(tmp_path, 7, 0.5)]) == "–"
+    groups = {
+        ("fashion_mnist IID", "fedmap", 0.9): Group("fashion_mnist IID", "fedmap", 0.9, fedmap),
+        ("fashion_mnist IID", "gradual", 0.9): Group("fashion_mnist IID", "gradual", 0.9, gradual),
+        ("fashion_mnist IID", "gradual", 0.8): Group("fashion_mnist IID", "gradual", 0.8, gradual),
+        ("fashion_mnist IID", "none", None): Group("fashion_mnist IID", "none", None, fedmap),
+    }
+    table = claims.comparison_table(groups)
+    assert table[4].startswith("| setting | target | gradual (cubic) | one-shot |")
+    assert table[6:] == ["| IID | 90% | -1.00 ± 0.00 (2) | – | – | – | – | – |"]
+    assert claims.comparison_table({k: v for k, v in groups.items() if k[1] != "fedmap"}) == []
