@@ -119,7 +119,7 @@ def paired_gap(fedmap: list[RunData], other: list[RunData]) -> str:
 
     Seeds share the partition and the initial model, so the difference per seed removes
     the partition's effect that a gap between two means over different seed sets keeps.
-    The std is that of the per-seed differences: a mean within it is a tie. "–" where
+    The std is that of the per-seed differences: a mean smaller in size is seed noise. "–" where
     no seed is shared.
     """
     ours = {r.seed: float(r.summary["final_test_accuracy"]) for r in fedmap}
@@ -159,7 +159,8 @@ def comparison_table(groups: dict[tuple[str, str, float | None], Group]) -> list
         "",
         "Baseline − FedMap final test accuracy, in points, per seed both ran, as mean ± std "
         "over those seeds (number of seeds in brackets); negative: FedMap ahead. A mean "
-        "within its std is a tie. Bytes of each method are in the report's table below.",
+        "smaller in size than its std is within the seeds' noise. Bytes of each method are in the "
+        "report's table below.",
         "",
         "| setting | target | " + " | ".join(name for _, name in BESIDE_FEDMAP) + " |",
         "|---|---|" + "---|" * len(BESIDE_FEDMAP),
