@@ -5,8 +5,9 @@ Usage (benchmarks/paper_claims.sh calls it after the sweep)::
     .venv/bin/python benchmarks/claims.py [--runs benchmarks/runs/paper_claims] [--elapsed S]
 
 The full table and figures come from ``fedmap report`` (written to docs/results/); this
-script adds the claims of issue 3, each judged on the runs that exist, and says which
-points of the grid are missing, so a partial sweep is reported as partial.
+script adds the claims of issue 3, each judged on the runs that exist, a table of each
+baseline against FedMap paired by seed, and says which points of the grid are missing, so
+a partial sweep is reported as partial.
 """
 
 from __future__ import annotations
