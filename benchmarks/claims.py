@@ -21,7 +21,15 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from fedmap.runs.report import Group, RunData, find_runs, group_runs, load_run, write_report
+from fedmap.runs.report import (
+    METHOD_LABELS,
+    Group,
+    RunData,
+    find_runs,
+    group_runs,
+    load_run,
+    write_report,
+)
 from fedmap.runs.sweep import load_sweep
 from fedmap.strategies.revisions import REVISIONS
 
@@ -104,15 +112,8 @@ def bytes_verdict(ratios: list[tuple[str, float | None, float]]) -> str:
     return line
 
 
-BESIDE_FEDMAP = (
-    ("gradual", "gradual (cubic)"),
-    ("oneshot", "one-shot"),
-    ("random", "random"),
-    ("local", "client-local"),
-    ("prunefl", "PruneFL"),
-    ("feddst", "FedDST"),
-)
-"""The baselines compared with FedMap at each target, in the order of the comparison table."""
+BESIDE_FEDMAP = ("gradual", "oneshot", "random", "local", "prunefl", "feddst")
+"""The baselines compared with FedMap, in table order: server-side masks, then per-client ones."""
 
 
 def paired_gap(fedmap: list[RunData], other: list[RunData]) -> str:
@@ -120,8 +121,8 @@ def paired_gap(fedmap: list[RunData], other: list[RunData]) -> str:
 
     Seeds share the partition and the initial model, so the difference per seed removes
     the partition's effect that a gap between two means over different seed sets keeps.
-    The std is that of the per-seed differences: a mean smaller in size is seed noise. "–" where
-    no seed is shared.
+    The std is that of the per-seed differences: a mean smaller in size is seed noise.
+    "–" where no seed is shared.
     """
     ours = {r.seed: float(r.summary["final_test_accuracy"]) for r in fedmap}
     theirs = {r.seed: float(r.summary["final_test_accuracy"]) for r in other}
@@ -144,10 +145,10 @@ def comparison_table(groups: dict[tuple[str, str, float | None], Group]) -> list
             setting,
             target,
             [
-                paired_gap(g.runs, groups[(setting, m, target)].runs)
-                if (setting, m, target) in groups
+                paired_gap(g.runs, other.runs)
+                if (other := groups.get((setting, m, target)))
                 else "–"
-                for m, _ in BESIDE_FEDMAP
+                for m in BESIDE_FEDMAP
             ],
         )
         for (setting, method, target), g in groups.items()  # the report's order
@@ -163,7 +164,7 @@ def comparison_table(groups: dict[tuple[str, str, float | None], Group]) -> list
         "smaller in size than its std is within the seeds' noise. Bytes of each method are in the "
         "report's table below.",
         "",
-        "| setting | target | " + " | ".join(name for _, name in BESIDE_FEDMAP) + " |",
+        "| setting | target | " + " | ".join(METHOD_LABELS[m] for m in BESIDE_FEDMAP) + " |",
         "|---|---|" + "---|" * len(BESIDE_FEDMAP),
         *(
             f"| {setting.removeprefix('fashion_mnist ')} | {target:.0%} | " + " | ".join(row) + " |"
