@@ -24,6 +24,11 @@ from fedmap.flower.wire import FRAMING_BOUND_NBYTES
 
 FLOWER_PROGRAMS = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-")
 
+# Under ``pytest -n``, these tests run one after another on one worker: each saturates
+# the cores with a ClientApp process per node and round, and two at once would push
+# healthy replies past the round timeout.
+pytestmark = pytest.mark.xdist_group("flower-deploy")
+
 
 def flower_processes_of(marker: str) -> list[int]:
     """Live Flower processes whose environment mentions ``marker`` (a deployment's folder)."""
@@ -101,7 +106,7 @@ def test_killed_node_rejoins_with_a_bootstrap_and_a_dense_client_is_charged_dens
     from fedmap.runs.config import dump_toml, load_config
     from fedmap.runs.experiment import prepare
 
-    path = write_tiny(rounds=5, num_clients=2, fraction=1.0)
+    path = write_tiny(rounds=4, num_clients=2, fraction=1.0)
     config = load_config(path, ["faults.min_clients=2"])
     resolved = tmp_path / "config.toml"
     resolved.write_text(dump_toml(config))
@@ -114,13 +119,14 @@ def test_killed_node_rejoins_with_a_bootstrap_and_a_dense_client_is_charged_dens
         )
         wait_for_round(out, 1, deployment, run_id)
         deployment.kill_node(1)
-        wait_for_round(out, 2, deployment, run_id)
-        deployment.rejoin_node(1)  # no auth: it comes back under a new node id
+        # Restarted at once, it still misses round 2 (sampled before it is back):
+        # no auth, so it returns under a new node id and is bootstrapped in round 3 or 4.
+        deployment.rejoin_node(1)
         status = deployment.wait(run_id, timeout_s=400)
     assert status.startswith("finished:completed"), status
     assert flower_processes_of(str(workdir)) == []
     rows = rows_of(out)
-    assert len(rows) == 5 and json.loads((out / "summary.json").read_text())["rounds"] == 5
+    assert len(rows) == 4 and json.loads((out / "summary.json").read_text())["rounds"] == 4
     missed = [r for r in rows if r["dropped"] + r["late"] > 0]
     assert missed and all(r["answered"] >= 2 for r in rows)  # those rounds went on without it
     back = [r for r in rows if r["round"] > missed[0]["round"] and r["bootstraps"] >= 1]
