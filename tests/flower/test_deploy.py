@@ -119,8 +119,9 @@ def test_killed_node_rejoins_with_a_bootstrap_and_a_dense_client_is_charged_dens
         )
         wait_for_round(out, 1, deployment, run_id)
         deployment.kill_node(1)
-        # Restarted at once, it still misses round 2 (sampled before it is back):
-        # no auth, so it returns under a new node id and is bootstrapped in round 3 or 4.
+        # Restarted at once, it still misses round 2: its old node id holds partition 1
+        # until that round finds it late. No auth, so it returns under a new node id and
+        # is bootstrapped in round 3 or 4.
         deployment.rejoin_node(1)
         status = deployment.wait(run_id, timeout_s=400)
     assert status.startswith("finished:completed"), status
