@@ -47,6 +47,7 @@ from fedmap.runs.checkpoint import (
 )
 from fedmap.runs.config import Config, dump_toml
 from fedmap.runs.export import save_model
+from fedmap.runs.machine import machine_info
 from fedmap.runs.metrics import COLUMNS, MetricsWriter, append_events, metrics_row, read_metrics
 from fedmap.strategies.base import DenseStrategy, Strategy
 from fedmap.strategies.feddst import FedDSTStrategy
@@ -450,6 +451,7 @@ def summarise(rows: list[dict[str, Any]], experiment: Experiment, wall_s: float)
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
+        "machine": machine_info(experiment.device),
     }
 
 
