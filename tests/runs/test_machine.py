@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+import pytest
 import torch
 
 from fedmap.runs.config import load_config
@@ -33,6 +33,6 @@ def test_the_summary_names_the_cpu_kernels_and_threads_the_run_used(
     assert "gpu" not in machine  # a CPU run names no GPU
 
 
-def test_a_cuda_device_is_named_by_its_model(monkeypatch: Any) -> None:
+def test_a_cuda_device_is_named_by_its_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"Fake GPU {device}")
     assert machine_info(torch.device("cuda:0"))["gpu"] == "Fake GPU cuda:0"
