@@ -15,7 +15,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     A rerun is bit-identical only with the same kernels and thread count: other CPUs (AVX2 against
     AVX-512, oneDNN's ISA) and other thread counts round differently in the 7th digit, and a
     chaotic warm-up (Dirichlet 0.1) can turn that into a different run. Recording them lets a reader
-    tell such a rerun from a regression. A resumed run names the machine that finished it.
+    tell such a rerun from a regression. A resumed run names the machine that finished it; a Flower
+    run names the ServerApp's, since the server never learns the clients' machines.
     """
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
