@@ -16,13 +16,13 @@ import time
 
 import torch
 
-from fedmap.client.train import TrainConfig
 from fedmap.core.mask import Mask, pack
 from fedmap.engines.base import RoundConfig
 from fedmap.engines.sequential import SequentialEngine
 from fedmap.engines.vectorized import VectorizedEngine, default_chunk
 from fedmap.runs.config import config_from_dict
 from fedmap.runs.experiment import prepare
+from fedmap.training.train import TrainConfig
 
 CASES = [  # (label, data, model, batch size)
     ("digits, MLP", "digits", "mlp", 16),

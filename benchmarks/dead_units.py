@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmap.client.train import load_values
 from fedmap.core.layout import Layout
 from fedmap.data.datasets import load_dataset
 from fedmap.models.registry import build_model, prunable_names, transmitted_names
 from fedmap.runs.checkpoint import load_checkpoint
 from fedmap.runs.config import load_config
+from fedmap.training.train import load_values
 
 
 def layer_activity(model: nn.Module, x: torch.Tensor) -> list[tuple[str, int, int, float]]:

@@ -42,8 +42,8 @@ def build_apps(workload_key: str, w: Workload, device: str, rounds: int) -> tupl
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
 
-    from fedmap.client.evaluate import score
-    from fedmap.client.train import TrainConfig, train_local
+    from fedmap.training.evaluate import score
+    from fedmap.training.train import TrainConfig, train_local
 
     client_app = ClientApp()
     stamps: dict[str, Any] = {"t": [], "accuracy": None}

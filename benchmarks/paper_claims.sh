@@ -10,12 +10,12 @@
 # are skipped: stop it at any time (SIGTERM keeps a checkpoint) and run it again to continue.
 # Several machines sharing OUT (or several terminals) split the grid: each run is locked while
 # it runs, and a run another sweep holds is reported busy and left to it.
-# Finished runs are kept in git under benchmarks/runs/paper_claims/ (config, metrics, ledger,
-# per-client accuracy, partition, summary: about 0.2 MB a run; checkpoints and models are
-# ignored), so a clone or another machine continues the grid where the last one stopped:
-#   for s in benchmarks/runs/paper_claims/*/summary.json; do git add "${s%/summary.json}"; done
-# (only finished runs hold a summary.json; a half-run committed without its checkpoint would be
-# started again from round 1 anyway).
+# Run directories go to OUT (default runs/paper_claims, which git ignores: they are tens of MB).
+# After the sweep, benchmarks/grid_tables.py writes what the page needs of them as compact tables,
+# benchmarks/results/paper_claims.* (one row per run; per round, per client, partitions, events),
+# adding to the runs the tables hold already; commit those tables, and docs/results.md, which
+# benchmarks/claims.py then rebuilds from them. The run directories of the 348 runs shown last
+# lived in git at commit 8522aaf (git archive 8522aaf benchmarks/runs/paper_claims | tar -x).
 #
 #   bash benchmarks/paper_claims.sh                 # PARALLEL=2 by default
 #   PARALLEL=12 bash benchmarks/paper_claims.sh --set data.path=/data/fashion-mnist
@@ -23,12 +23,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-OUT=${OUT:-benchmarks/runs/paper_claims}
+OUT=${OUT:-runs/paper_claims}
 started=$(date +%s)
 status=0
 "$PY" -m fedmap sweep benchmarks/paper_claims.toml --out "$OUT" --parallel "${PARALLEL:-2}" "$@" \
   || status=$?
 elapsed=$(( $(date +%s) - started ))
 echo "sweep took $(( elapsed / 60 )) min $(( elapsed % 60 )) s (exit $status)"
-"$PY" benchmarks/claims.py --runs "$OUT" --elapsed "$elapsed"
+"$PY" benchmarks/grid_tables.py "$OUT"
+"$PY" benchmarks/claims.py --elapsed "$elapsed"
 exit "$status"

@@ -158,10 +158,10 @@ def train_flops_per_sample(model: torch.nn.Module, sample: torch.Tensor) -> floa
 def run_fedmap(w: Workload, engine: str, device: str, rounds: int, chunk: int) -> dict[str, Any]:
     """fedmap's round loop with ``engine``; evaluation only after the last round."""
     from fedmap.engines.evaluation import Evaluation
-    from fedmap.runs.experiment import build_simulation, prepare
+    from fedmap.runs.experiment import build_loop, prepare
 
     experiment = prepare(config_for(w, engine, device, rounds, chunk), dataset_for(w))
-    simulation = build_simulation(experiment)
+    simulation = build_loop(experiment)
     evaluator = simulation.evaluator
     nan = Evaluation(math.nan, math.nan, math.nan, torch.full((w.num_clients,), math.nan))
     simulation.evaluator = _Skip(nan)  # type: ignore[assignment]
@@ -187,10 +187,10 @@ def run_fedmap(w: Workload, engine: str, device: str, rounds: int, chunk: int) -
 
 def run_ceiling(w: Workload, device: str, rounds: int) -> dict[str, Any]:
     """One model trains each round's cohort samples, shuffled together, at batch K x B."""
-    from fedmap.client.evaluate import score
-    from fedmap.client.train import TrainConfig, train_local
-    from fedmap.engines.simulate import sample_clients
+    from fedmap.rounds.sampling import sample_clients
     from fedmap.runs.experiment import prepare
+    from fedmap.training.evaluate import score
+    from fedmap.training.train import TrainConfig, train_local
 
     experiment = prepare(config_for(w, "sequential", device, rounds), dataset_for(w))
     data, model, dev = experiment.dataset, experiment.model, experiment.device

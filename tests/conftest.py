@@ -108,7 +108,7 @@ def without_wall() -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
 def run_tiny(tmp_path: Path) -> Callable[..., tuple[Any, dict[str, Any], list[dict[str, Any]]]]:
     """Return ``run(name, **overrides) -> (experiment, summary, rows)`` in ``tmp_path/name``."""
     from fedmap.runs.experiment import prepare
-    from fedmap.runs.experiment import run as run_experiment
+    from fedmap.runs.session import run as run_experiment
 
     def run(name: str, **overrides: Any) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
         out = tmp_path / name
@@ -117,5 +117,40 @@ def run_tiny(tmp_path: Path) -> Callable[..., tuple[Any, dict[str, Any], list[di
         summary = run_experiment(experiment, out)
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         return experiment, summary, rows
+
+    return run
+
+
+@pytest.fixture
+def over_loopback() -> Callable[..., tuple[Any, list[dict[str, Any]]]]:
+    """Return ``run(config_path, out, nodes, dense=0, **run_config) -> (grid, rows)``.
+
+    The real ServerApp and ClientApps over Flower's in-process loopback grid (Flower's
+    serialisation, no sockets): node ``100 + i`` holds partition ``i % nodes``, the
+    last ``dense`` nodes run the plain dense Flower client.
+    """
+    pytest.importorskip("flwr", reason="the fedmap[flower] extra is not installed")
+    from flwr.app import Context, RecordDict
+
+    from fedmap.flower import client_app
+    from fedmap.flower.loopback import LoopbackGrid
+    from fedmap.flower.server_app import main as server_main
+
+    def run(
+        config_path: Path, out: Path, nodes: int, dense: int = 0, **run_config: Any
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        apps = {100 + i: client_app.app for i in range(nodes + dense)}
+        configs: dict[int, Any] = {
+            100 + i: {"partition-id": i % nodes, "fedmap-dense": "true" if i >= nodes else "false"}
+            for i in range(nodes + dense)
+        }
+        settings = {"config": str(config_path), "out": str(out), **run_config}
+        grid = LoopbackGrid(apps, configs, settings)
+        context = Context(
+            run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=settings
+        )
+        server_main(grid, context)
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        return grid, [json.loads(line) for line in lines]
 
     return run

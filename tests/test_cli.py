@@ -18,7 +18,7 @@ from fedmap.runs.config import load_config
 from fedmap.runs.export import load_model
 from fedmap.runs.metrics import COLUMNS
 
-DESIGN_COLUMNS = list(COLUMNS[:12])  # pinned to DESIGN.md in tests/runs/test_run_dir.py
+DESIGN_COLUMNS = list(COLUMNS[:12])  # pinned to docs/design.md in tests/runs/test_run_dir.py
 INT_COLUMNS = {"round", "iteration", "bytes_up", "bytes_down", "bytes_cum"}
 
 
@@ -96,6 +96,20 @@ def test_bad_config_or_data_fails_cleanly(
     assert_one_line_error(result, *(n.format(tmp=tmp_path) for n in needles))
     assert not out.exists()
     assert not (tmp_path / "runs").exists()
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("with_out", [True, False], ids=["--out", "default-out"])
+def test_digits_without_scikit_learn_fails_cleanly(
+    tmp_path: Path, config_file: Path, with_out: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found before the run directory: one line naming the extra, nothing written."""
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if it were not installed
+    out = tmp_path / "out"
+    before = snapshot(tmp_path)
+    result = invoke("run", config_file, *(["--out", out] if with_out else []))
+    assert_one_line_error(result, "data.name: 'digits' needs scikit-learn", "fedmap[digits]")
+    assert result.exit_code == 1
     assert snapshot(tmp_path) == before
 
 

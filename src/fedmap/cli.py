@@ -1,30 +1,43 @@
-"""The ``fedmap`` command line.
+"""The ``fedmap`` command line: each command parses its options and calls the library.
 
 Errors a user can fix (bad config, missing data) print one line and exit 1,
-without a traceback and without a run directory.
+without a traceback and without a run directory. What is printed lives in
+:mod:`fedmap.terminal`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fedmap import terminal
 from fedmap.errors import ConfigError, FedMapError
+from fedmap.terminal import say
+
+if TYPE_CHECKING:
+    from fedmap.runs.session import OpenedRun
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="FedMap: federated learning with iterative magnitude pruning.",
 )
-err = Console(stderr=True)
+
+Overrides = Annotated[
+    list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")
+]
+RunDir = Annotated[
+    Path | None, typer.Option("--out", help="Run directory (default runs/<config>-<time>).")
+]
+Resume = Annotated[
+    Path | None, typer.Option("--resume", help="Continue the interrupted run in this directory.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
 
 
 @app.callback()
@@ -37,114 +50,58 @@ def run(
     config: Annotated[
         Path | None, typer.Argument(help="Experiment TOML file (omit with --resume).")
     ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Run directory (default runs/<config>-<time>).")
-    ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option("--resume", help="Continue the interrupted run in this run directory."),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    set_: Overrides = None,
+    out: RunDir = None,
+    resume: Resume = None,
+    quiet: Quiet = False,
 ) -> None:
     """Run one experiment and write its run directory (or continue one with --resume)."""
-    from fedmap.runs.checkpoint import Checkpoint
-    from fedmap.runs.config import load_config
-    from fedmap.runs.experiment import create_run_dir, prepare
-    from fedmap.runs.experiment import run as run_experiment
-    from fedmap.runs.resume import open_for_resume
+    from fedmap.runs.session import open_run
 
-    checkpoint: Checkpoint | None = None
     try:
-        if resume is not None:
-            if config is not None or set_ or out is not None:
-                raise ConfigError("--resume takes the run directory only (no CONFIG, --set, --out)")
-            resumption = open_for_resume(resume)
-            for problem in resumption.problems:
-                err.print(f"[yellow]warning:[/yellow] {escape(problem)}", soft_wrap=True)
-            if resumption.finished:
-                err.print(
-                    f"run {escape(str(resume))} already finished; nothing to resume",
-                    soft_wrap=True,
-                )
-                return
-            experiment, checkpoint, run_dir = resumption.experiment, resumption.checkpoint, resume
-            cfg = experiment.config
-            err.print(
-                f"resuming {escape(str(run_dir))} at round {resumption.next_round}",
-                soft_wrap=True,
-            )
-        else:
-            if config is None:
-                raise ConfigError("missing CONFIG (or --resume RUN_DIR)")
-            cfg = load_config(config, set_ or [])
-            experiment = prepare(cfg)  # data located and loaded before anything is written
-            run_dir = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-            create_run_dir(cfg, run_dir)
+        opened = open_run(config, set_ or [], out, resume)
     except FedMapError as error:
         _fail(error)
+    for problem in opened.problems:
+        terminal.warn(problem)
+    if opened.finished:
+        say(f"run {escape(str(resume))} already finished; nothing to resume")
+        return
+    if resume is not None:
+        say(f"resuming {escape(str(opened.run_dir))} at round {opened.next_round}")
+    summary = _run_with_progress(opened, quiet)
+    terminal.print_run_summary(summary, opened.run_dir)
+
+
+def _run_with_progress(opened: OpenedRun, quiet: bool) -> dict[str, Any]:
+    """Run ``opened`` under a progress bar; Ctrl-C says how to resume."""
+    from fedmap.runs.session import run as run_experiment
+
+    experiment, run_dir, cfg = opened.experiment, opened.run_dir, opened.experiment.config
     for note in experiment.notes:
-        err.print(f"[yellow]warning:[/yellow] {escape(note)}", soft_wrap=True)
-    err.print(
+        terminal.warn(note)
+    say(
         f"fedmap: {cfg.pruning.method} on {cfg.data.name}/{cfg.data.partition}, "
         f"{cfg.model.name}, {cfg.rounds} rounds, {experiment.engine} engine on {experiment.device} "
-        f"-> {escape(str(run_dir))}",
-        soft_wrap=True,
+        f"-> {escape(str(run_dir))}"
     )
-    with _progress(quiet) as progress:
-        done = 0 if checkpoint is None else checkpoint.round
+    with terminal.progress_bar(quiet) as progress:
+        done = opened.next_round - 1
         task = progress.add_task("round", total=cfg.rounds, completed=done, status="")
 
         def on_round(row: dict[str, Any]) -> None:
-            status = (
-                f"density {row['density']:.3f}  acc {row['test_accuracy']:.4f}  "
-                f"{row['bytes_cum'] / 1e6:,.1f} MB"
-            )
-            if row["rejected"] or row["dropped"] or row["late"]:
-                status += f"  drop {row['dropped']} late {row['late']} rej {row['rejected']}"
-            progress.update(task, completed=row["round"], status=status)
+            progress.update(task, completed=row["round"], status=terminal.round_status(row))
 
         try:
-            summary = run_experiment(experiment, run_dir, on_round, checkpoint=checkpoint)
+            return run_experiment(
+                experiment, run_dir, checkpoint=opened.checkpoint, on_round=on_round
+            )
         except FedMapError as error:
             _fail(error)
         except KeyboardInterrupt:
             progress.stop()
-            err.print(
-                f"interrupted; resume with: fedmap run --resume {escape(str(run_dir))}",
-                soft_wrap=True,
-            )
+            say(f"interrupted; resume with: fedmap run --resume {escape(str(run_dir))}")
             raise typer.Exit(130) from None
-    print(
-        json.dumps(
-            {
-                k: summary[k]
-                for k in (
-                    "method",
-                    "rounds",
-                    "final_sparsity",
-                    "final_test_accuracy",
-                    "best_test_accuracy",
-                    "bytes_total",
-                    "bytes_ratio_vs_dense",
-                    "wall_s",
-                )
-            },
-            indent=2,
-        )
-    )
-    trouble = {
-        "dropped": summary["clients_dropped"],
-        "late": summary["clients_late"],
-        "rejected": summary["replies_rejected"],
-        "retried rounds": summary["round_retries"],
-    }
-    if any(trouble.values()):
-        listed = ", ".join(f"{v} {k}" for k, v in trouble.items() if v)
-        err.print(f"faults: {listed} (each with its reason in events.jsonl)", soft_wrap=True)
-    err.print(f"run directory: {escape(str(run_dir))}", soft_wrap=True)
 
 
 @app.command()
@@ -167,16 +124,18 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs, run nothing.")] = False,
 ) -> None:
     """Run every point of a grid (methods x settings x seeds ...), skipping finished runs."""
-    from fedmap.runs.sweep import load_sweep, run_sweep
+    import signal
+
+    from fedmap.runs.grid import load_sweep
+    from fedmap.runs.sweep import run_sweep
 
     try:
         plan = load_sweep(sweep_file, out, parallel, set_ or [], only or [])
     except FedMapError as error:
         _fail(error)
-    err.print(
+    say(
         f"sweep {escape(str(sweep_file))}: {len(plan.runs)} runs, {plan.parallel} at a time "
-        f"-> {escape(str(plan.out))}",
-        soft_wrap=True,
+        f"-> {escape(str(plan.out))}"
     )
     if dry_run:
         for item in plan.runs:
@@ -185,57 +144,20 @@ def sweep(
     started = time.perf_counter()
 
     def on_outcome(outcome: Any, done: int, total: int) -> None:
-        colour = {
-            "finished": "green",
-            "skipped": "cyan",
-            "failed": "red",
-            "stale": "yellow",
-            "busy": "magenta",
-        }
-        line = f"[{done}/{total}] [{colour[outcome.status]}]{outcome.status:8}[/] {outcome.name}"
-        if outcome.summary:
-            s = outcome.summary
-            line += (
-                f"  acc {s['final_test_accuracy']:.4f}  sparsity {s['final_sparsity'] * 100:.1f} %"
-                f"  {s['bytes_total'] / 1e6:,.0f} MB"
-            )
-        if outcome.status == "finished":
-            line += f"  {outcome.wall_s:.0f} s"
-        if outcome.detail:
-            line += f"  {escape(outcome.detail)}"
-        elapsed = time.perf_counter() - started
-        line += f"  (elapsed {elapsed / 60:.1f} min)"
-        err.print(line, soft_wrap=True, highlight=False)
-
-    import signal
+        line = terminal.sweep_line(outcome, done, total, time.perf_counter() - started)
+        terminal.err.print(line, soft_wrap=True, highlight=False)
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill/timeout: stop runs too
     try:
         outcomes = run_sweep(plan, on_outcome)
     except KeyboardInterrupt:
-        err.print(
+        say(
             "interrupted: running runs stopped at their last checkpoint; "
-            "run the same command again to continue",
-            soft_wrap=True,
+            "run the same command again to continue"
         )
         raise typer.Exit(130) from None
-    count = Counter(o.status for o in outcomes)
-    err.print(
-        f"sweep done in {(time.perf_counter() - started) / 60:.1f} min: "
-        f"{count['finished']} run, {count['skipped']} skipped (finished before), "
-        f"{count['failed']} failed, {count['stale']} stale; "
-        f"logs in {escape(str(plan.out / 'logs'))}",
-        soft_wrap=True,
-    )
-    if count["busy"]:
-        err.print(
-            f"{count['busy']} run(s) were running in another sweep over {escape(str(plan.out))}; "
-            "run this command again once it ends to include them",
-            soft_wrap=True,
-        )
-    err.print(
-        f"report: fedmap report {escape(str(plan.out))} --out {escape(str(plan.out / 'report'))}"
-    )
+    statuses = [o.status for o in outcomes]
+    count = terminal.print_sweep_end(statuses, plan.out, time.perf_counter() - started)
     if count["failed"] or count["stale"]:
         raise typer.Exit(1)
 
@@ -248,17 +170,15 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Where report.md, report.html and PNGs go.")],
 ) -> None:
     """Compare runs: tables (mean ± std over seeds) and figures, as Markdown and HTML."""
-    from fedmap.runs.report import write_report
+    from fedmap.reporting.report import write_report
 
     try:
         md_path, warnings = write_report(run_dirs, out)
     except FedMapError as error:
         _fail(error)
     for warning in warnings:
-        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
-    err.print(
-        f"report: {escape(str(md_path))} and {escape(str(out / 'report.html'))}", soft_wrap=True
-    )
+        terminal.warn(warning)
+    say(f"report: {escape(str(md_path))} and {escape(str(out / 'report.html'))}")
 
 
 deploy_app = typer.Typer(no_args_is_help=True, help="Run FedMap on a real Flower deployment.")
@@ -276,9 +196,7 @@ def deploy_local(
     dense_nodes: Annotated[
         int, typer.Option("--dense-nodes", help="Of the nodes, how many run a plain dense client.")
     ] = 0,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")
-    ] = None,
+    set_: Overrides = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Run directory (default runs/<config>-deploy-<time>)."),
@@ -298,27 +216,10 @@ def deploy_local(
     try:
         from fedmap.flower.deploy import deploy_local as run_deployment
     except ImportError as error:
-        _fail(
-            ConfigError(
-                f"fedmap deploy needs the flower extra: pip install 'fedmap[flower]' ({error})"
-            )
-        )
-    extras = [f"{dense_nodes} dense"] if dense_nodes else []
-    extras += ["TLS"] * tls + ["node auth"] * auth
-    err.print(
-        f"fedmap deploy: {nodes} SuperNodes ({', '.join(extras) or 'insecure'}); starting Flower",
-        soft_wrap=True,
-    )
-
-    def on_round(row: dict[str, Any]) -> None:
-        err.print(
-            f"round {row['round']}: density {row['density']:.3f}  acc {row['test_accuracy']:.4f}  "
-            f"ledger {row['bytes_up'] + row['bytes_down']:,} B  "
-            f"flower {row['flower_bytes_up'] + row['flower_bytes_down']:,} B  "
-            f"answered {row['answered']}/{row['sampled']}",
-            soft_wrap=True,
-        )
-
+        extra = "fedmap deploy needs the flower extra: pip install 'fedmap[flower]'"
+        _fail(ConfigError(f"{extra} ({error})"))
+    extras = [f"{dense_nodes} dense"] * bool(dense_nodes) + ["TLS"] * tls + ["node auth"] * auth
+    say(f"fedmap deploy: {nodes} SuperNodes ({', '.join(extras) or 'insecure'}); starting Flower")
     try:
         run_dir, summary = run_deployment(
             config,
@@ -330,33 +231,19 @@ def deploy_local(
             out=out,
             round_timeout_s=round_timeout,
             timeout_s=timeout,
-            on_round=on_round,
+            on_round=lambda row: say(terminal.deploy_round_line(row)),
         )
     except FedMapError as error:
         _fail(error)
     keys = ("method", "rounds", "final_sparsity", "final_test_accuracy", "bytes_total")
     print(json.dumps({**{k: summary[k] for k in keys}, "flower": summary["flower"]}, indent=2))
-    err.print(
-        f"run directory: {escape(str(run_dir))} (Flower logs in flower_logs/)", soft_wrap=True
-    )
+    say(f"run directory: {escape(str(run_dir))} (Flower logs in flower_logs/)")
 
 
 def _fail(error: FedMapError) -> NoReturn:
     """Print one error line and exit 1."""
-    err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+    terminal.error(str(error))
     raise typer.Exit(1)
-
-
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]round"),
-        MofNCompleteColumn(),
-        BarColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet,
-    )
 
 
 def main() -> None:

@@ -22,8 +22,12 @@ class CodecError(FedMapError, ValueError):
 
 
 class ProtocolError(FedMapError):
-    """Server and client disagree about the round state (epoch, mask, lengths)."""
+    """Server and client disagree about the round state (mask version, mask, lengths)."""
 
 
 class UpdateRejected(FedMapError):
     """A client reply failed validation and must not reach the global model."""
+
+
+class CheckpointError(FedMapError):
+    """A checkpoint is missing, unreadable, fails its checksum or belongs to another run."""

@@ -31,10 +31,15 @@ FP = 0xDEADBEEF
 
 def test_golden_bytes_of_a_tiny_uplink():
     message = Message(
-        UPLINK, round=3, epoch=2, values=torch.tensor([1.0, -2.0]), num_samples=7, train_loss=0.5
+        UPLINK,
+        round=3,
+        mask_version=2,
+        values=torch.tensor([1.0, -2.0]),
+        num_samples=7,
+        train_loss=0.5,
     )
     data = encode(message, FP).data
-    # magic, version, kind, dtype, flags, fingerprint, round, epoch, count, rate, scope, coding,
+    # magic, version, kind, dtype, flags, fingerprint, round, mask version, count, rate, scope,
     # mask bytes, samples, loss
     head = (
         b"FMAP"
@@ -61,7 +66,7 @@ def test_round_trip_every_dtype_with_prune_and_bootstrap(dtype):
     assert torch.equal(decoded.values, quantize(values, dtype))
     assert (decoded.mask_bits == bits).all()
     assert decoded.prune == PruneInstruction(0.2, "layer")
-    assert (decoded.round, decoded.epoch, decoded.dtype) == (5, 4, dtype)
+    assert (decoded.round, decoded.mask_version, decoded.dtype) == (5, 4, dtype)
 
 
 def test_quantize_is_idempotent():
@@ -124,11 +129,40 @@ def test_sparse_masks_use_elias_fano_and_beat_the_bitmap():
     assert encode_mask_bits(half)[0] == BITMAP
 
 
-def test_statistics_messages_and_the_random_scope_round_trip():
-    from fedmap.core.codec import DOWNLINK, STATISTICS, Message, PruneInstruction, decode, encode
+def test_statistics_messages_round_trip():
+    from fedmap.core.codec import STATISTICS, Message, decode, encode
 
     values = torch.rand(12)
     stats = decode(encode(Message(STATISTICS, 3, 1, values, num_samples=4), 7).data, 7, 12)
     assert stats.kind == STATISTICS and torch.equal(stats.values, values)
-    prune = Message(DOWNLINK, 2, 0, values, prune=PruneInstruction(0.2, "random"))
-    assert decode(encode(prune, 7).data, 7, 12).prune == PruneInstruction(0.2, "random")
+
+
+@pytest.mark.parametrize(
+    ("scope", "ranking", "code"),
+    [
+        ("global", "magnitude", 0),
+        ("layer", "magnitude", 1),
+        ("global", "random", 2),
+        ("layer", "random", 3),
+    ],
+)
+def test_the_prune_byte_carries_scope_and_ranking(scope, ranking, code):
+    """Codes 0-2 are what earlier releases sent (2 was the "random" scope): they still mean it."""
+    from fedmap.core.codec import DOWNLINK, Message, PruneInstruction, decode, encode
+
+    instruction = PruneInstruction(0.2, scope, ranking)
+    data = encode(Message(DOWNLINK, 2, 0, torch.rand(12), prune=instruction), 7).data
+    assert data[32] == code
+    assert decode(data, 7, 12).prune == instruction
+
+
+def test_an_unknown_prune_code_is_refused():
+    from fedmap.core.codec import DOWNLINK, HEADER_NBYTES, Message, PruneInstruction, decode, encode
+
+    message = Message(DOWNLINK, 2, 0, torch.rand(12), prune=PruneInstruction(0.2))
+    data = bytearray(encode(message, 7).data)
+    data[32] = 4
+    crc = zlib.crc32(bytes(data[HEADER_NBYTES:]), zlib.crc32(bytes(data[: HEADER_NBYTES - 4])))
+    data[HEADER_NBYTES - 4 : HEADER_NBYTES] = struct.pack("<I", crc)
+    with pytest.raises(CodecError, match="scope=4"):
+        decode(bytes(data), 7, 12)

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -7,7 +8,7 @@ from hypothesis import strategies as st
 
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask
-from fedmap.core.prune import compute_mask, num_to_prune, prunefl_adjust
+from fedmap.core.prune import compute_mask, keep_top, num_to_prune, prune_to_density
 
 
 def small_layout() -> Layout:
@@ -111,29 +112,16 @@ def test_smallest_equals_the_first_of_a_stable_sort(values, count):
     assert torch.equal(smallest(tensor, count), expected)
 
 
-def test_prunefl_adjust_drops_by_magnitude_per_tensor_and_refills_by_importance():
-    layout = Layout(("a", "b", "bias"), ((10,), (10,), (2,)), (True, True, False))
-    keep = torch.tensor([True] * 10 + [True] * 5 + [False] * 5 + [True] * 2)
-    mask = Mask(layout, keep)
-    values = torch.cat([torch.arange(1, 11.0), torch.arange(1, 11.0), torch.zeros(2)]) * keep
-    importance = torch.zeros(22)
-    importance[0] = 9.0  # the smallest weight of "a": dropped by magnitude, back by importance
-    importance[19] = 8.0  # never kept in "b": regrows
-    importance[18] = 7.0
-    new = prunefl_adjust(values, importance, mask, min_kept=13, max_decrease=0.3)
-    # int(0.3 * 10) = 3 leave "a" (indices 0-2), int(0.3 * 5) = 1 leaves "b" (index 10)
-    # 11 survivors; 2 refill places go to indices 0 and 19, not 18
-    kept = set(new.flat.nonzero().squeeze(1).tolist())
-    assert kept == {0, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 19, 20, 21}
-    assert new.num_kept_prunable == 13
+def test_keep_top_breaks_ties_by_index():
+    layout = Layout(("w",), ((6,),), (True,))
+    base = Mask.dense(layout)
+    scores = torch.tensor([1.0, 3.0, 3.0, 0.0, 3.0, 2.0], dtype=torch.float64)
+    mask = keep_top(scores, layout.prunable_flat, 2, base)
+    assert mask.flat.tolist() == [False, True, True, False, False, False]
 
 
-def test_prunefl_adjust_keeps_the_survivors_when_they_reach_the_size():
-    layout = Layout(("a",), ((10,),), (True,))
-    mask = Mask.dense(layout)
-    values = torch.arange(1, 11.0)
-    importance = torch.arange(10, 0, -1.0)  # the small weights matter most, but none comes back
-    new = prunefl_adjust(values, importance, mask, min_kept=2, max_decrease=0.3)
-    assert new.flat.tolist() == [False] * 3 + [True] * 7
-    with pytest.raises(ValueError, match="max_decrease"):
-        prunefl_adjust(values, importance, mask, min_kept=2, max_decrease=1.5)
+def test_prune_to_density_by_layer_keeps_each_tensors_share():
+    layout = Layout(("a", "b"), ((10,), (20,)), (True, True))
+    values = torch.from_numpy(np.random.default_rng(0).normal(size=30).astype(np.float32))
+    mask = prune_to_density(values, Mask.dense(layout), 0.3, "layer")
+    assert int(mask.flat[:10].sum()) == 3 and int(mask.flat[10:].sum()) == 6

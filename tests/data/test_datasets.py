@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,21 @@ def test_check_available_npz_and_builtin(tmp_path: Path) -> None:
         check_dataset_available("npz", str(tmp_path / "missing.npz"))
     with pytest.raises(ConfigError, match="data.name"):
         check_dataset_available("mnist", None)
+
+
+NO_SKLEARN_LINE = "data.name: 'digits' needs scikit-learn: pip install 'fedmap[digits]'"
+
+
+def test_digits_without_scikit_learn_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scikit-learn is the optional ``digits`` extra: both the check and the loader say so."""
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if it were not installed
+    with pytest.raises(DataError) as checked:
+        check_dataset_available("digits", None)
+    assert str(checked.value) == NO_SKLEARN_LINE
+    with pytest.raises(DataError) as loaded:
+        load_dataset("digits")
+    assert str(loaded.value) == NO_SKLEARN_LINE
+    check_dataset_available("synthetic", None)  # the other datasets do not need it
 
 
 def test_dataset_rejects_mismatched_lengths() -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedmap.client.train import TrainConfig
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pack, unpack
 from fedmap.core.prune import compute_mask
@@ -18,7 +17,8 @@ from fedmap.engines.base import RoundConfig
 from fedmap.engines.sequential import SequentialEngine
 from fedmap.engines.vectorized import VectorizedEngine, default_chunk, unbatchable_reason
 from fedmap.models import build_model
-from fedmap.runs.experiment import build_simulation, prepare
+from fedmap.runs.experiment import build_loop, prepare
+from fedmap.training.train import TrainConfig
 
 CPU = torch.device("cpu")
 ROUND = RoundConfig(
@@ -156,7 +156,7 @@ def test_batchnorm_model_falls_back_to_sequential_and_says_so(tiny_config):
     e = prepare(tiny_config(engine="vectorized", data__name="synthetic", model__name="resnet20"))
     assert e.engine == "sequential"
     assert len(e.notes) == 1 and "resnet20" in e.notes[0] and "sequential" in e.notes[0]
-    assert isinstance(build_simulation(e).engine, SequentialEngine)
+    assert isinstance(build_loop(e).transport.engine, SequentialEngine)  # type: ignore[attr-defined]
 
 
 def test_cli_warns_once_about_the_fallback(tmp_path, write_tiny):
@@ -204,11 +204,11 @@ def test_ten_thousand_clients_memory_does_not_grow_over_rounds(tiny_config):
         client__batch_size=4,
         pruning__method="none",
     )
-    simulation = build_simulation(prepare(config, dataset=big))
+    loop = build_loop(prepare(config, dataset=big))
     rss = []
     for rnd in range(1, 51):
-        record = simulation.step(rnd)
-        assert record.sampled == 100
+        record = loop.step(rnd)
+        assert record.counts.sampled == 100
         if rnd in (10, 50):
             rss.append(_rss_bytes())
     print(f"RSS round 10: {rss[0] / 2**20:.1f} MiB, round 50: {rss[1] / 2**20:.1f} MiB")

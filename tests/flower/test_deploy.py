@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fedmap.flower.deploy import DeployError, LocalDeployment
+from fedmap.flower.deployment import DeployError, LocalDeployment
 from fedmap.flower.wire import FRAMING_BOUND_NBYTES
 
 FLOWER_PROGRAMS = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-")
@@ -52,7 +52,8 @@ def rows_of(run_dir: Path) -> list[dict]:
 
 def test_tls_auth_deployment_matches_fedmap_run(write_tiny, tmp_path):
     from fedmap.runs.config import load_config
-    from fedmap.runs.experiment import prepare, run
+    from fedmap.runs.experiment import prepare
+    from fedmap.runs.session import run
 
     path = write_tiny(rounds=3, num_clients=3, fraction=1.0)
     run_dir = tmp_path / "flower"

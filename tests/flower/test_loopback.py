@@ -1,4 +1,4 @@
-"""The Flower strategy and ClientApp in one process, over Flower's serialisation.
+"""The Flower transport and ClientApp in one process, over Flower's serialisation.
 
 Fast checks of what the deployment test checks end to end: the same masks and
 accuracy as ``fedmap run``, ledger beside Flower's bytes, a dense Flower client,
@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,34 +18,18 @@ from fedmap.flower.loopback import LoopbackGrid
 from fedmap.flower.server_app import main as server_main
 
 
-def run_over_loopback(
-    config_path: Path, out: Path, nodes: int, dense: int = 0, **run_config: Any
-) -> tuple[LoopbackGrid, list[dict[str, Any]]]:
-    apps = {100 + i: client_app.app for i in range(nodes + dense)}
-    configs = {
-        100 + i: {"partition-id": i % nodes, "fedmap-dense": "true" if i >= nodes else "false"}
-        for i in range(nodes + dense)
-    }
-    settings = {"config": str(config_path), "out": str(out), **run_config}
-    grid = LoopbackGrid(apps, configs, settings)
-    from flwr.app import Context, RecordDict
-
-    server_main(
-        grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=settings)
-    )
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return grid, rows
-
-
-def test_same_masks_bytes_and_accuracy_as_fedmap_run(write_tiny, tmp_path, without_wall):
+def test_same_masks_bytes_and_accuracy_as_fedmap_run(
+    write_tiny, tmp_path, without_wall, over_loopback
+):
     from fedmap.runs.config import load_config
-    from fedmap.runs.experiment import prepare, run
+    from fedmap.runs.experiment import prepare
+    from fedmap.runs.session import run
 
     path = write_tiny(rounds=4, num_clients=3, fraction=1.0)
     sim = tmp_path / "sim"
     sim.mkdir()
     run(prepare(load_config(path)), sim)
-    _, rows = run_over_loopback(path, tmp_path / "flower", nodes=3)
+    _, rows = over_loopback(path, tmp_path / "flower", nodes=3)
     sim_rows = [json.loads(x) for x in (sim / "metrics.jsonl").read_text().splitlines()]
     assert [r["mask_sha"] for r in rows] == [r["mask_sha"] for r in sim_rows]
     assert [r["density"] for r in rows][-1] < 1.0
@@ -56,9 +39,11 @@ def test_same_masks_bytes_and_accuracy_as_fedmap_run(write_tiny, tmp_path, witho
     assert ledger == (sim / "ledger.csv").read_text()
 
 
-def test_a_plain_dense_client_joins_and_is_charged_its_dense_bytes(write_tiny, tmp_path):
+def test_a_plain_dense_client_joins_and_is_charged_its_dense_bytes(
+    write_tiny, tmp_path, over_loopback
+):
     path = write_tiny(rounds=3, num_clients=2, fraction=1.0)
-    _, rows = run_over_loopback(path, tmp_path / "out", nodes=2, dense=1)
+    _, rows = over_loopback(path, tmp_path / "out", nodes=2, dense=1)
     nodes = (tmp_path / "out" / "nodes.csv").read_text().splitlines()
     dense = [line.split(",") for line in nodes[1:] if ",dense," in line]
     fedmap = [line.split(",") for line in nodes[1:] if ",fedmap," in line]
@@ -74,11 +59,11 @@ def test_a_plain_dense_client_joins_and_is_charged_its_dense_bytes(write_tiny, t
     assert rows[-1]["density"] < 1.0
 
 
-def test_flower_bytes_exceed_the_ledger_by_a_bounded_framing(write_tiny, tmp_path):
+def test_flower_bytes_exceed_the_ledger_by_a_bounded_framing(write_tiny, tmp_path, over_loopback):
     from fedmap.flower.wire import FRAMING_BOUND_NBYTES
 
     path = write_tiny(rounds=3, num_clients=3, fraction=1.0)
-    run_over_loopback(path, tmp_path / "out", nodes=3)
+    over_loopback(path, tmp_path / "out", nodes=3)
     lines = (tmp_path / "out" / "nodes.csv").read_text().splitlines()[1:]
     for line in lines:
         row = line.split(",")
@@ -141,29 +126,11 @@ def test_the_repository_flower_app_is_what_deploy_writes(tmp_path):
         assert (root / name).read_text() == (tmp_path / name).read_text(), name
 
 
-def test_a_run_without_a_config_fails_with_a_clear_message(tmp_path):
+def test_a_run_without_a_config_fails_with_a_clear_message(tmp_path, over_loopback):
     from fedmap.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'config' is empty"):
-        run_over_loopback(Path(""), tmp_path / "out", nodes=1, config="")
-
-
-@pytest.mark.parametrize("method", ["local", "prunefl", "feddst"])
-def test_baselines_over_flower_equal_the_simulator(method, write_tiny, tmp_path):
-    """Client tasks (own masks, importance statistics) travel in Flower messages intact."""
-    from fedmap.runs.config import load_config
-    from fedmap.runs.experiment import prepare, run
-
-    path = write_tiny(rounds=4, num_clients=3, fraction=1.0)
-    text = path.read_text().replace('method = "fedmap"', f'method = "{method}"')
-    path.write_text(text)
-    sim = tmp_path / "sim"
-    sim.mkdir()
-    run(prepare(load_config(path)), sim)
-    _, rows = run_over_loopback(path, tmp_path / "flower", nodes=3)
-    sim_rows = [json.loads(x) for x in (sim / "metrics.jsonl").read_text().splitlines()]
-    keys = ["mask_sha", "test_accuracy", "bytes_up", "bytes_down", "answered", "rejected"]
-    assert [[r[k] for k in keys] for r in rows] == [[r[k] for k in keys] for r in sim_rows]
+        over_loopback(Path(""), tmp_path / "out", nodes=1, config="")
 
 
 def test_a_malformed_reply_is_rejected_and_never_aggregated(write_tiny, tmp_path):
@@ -197,11 +164,13 @@ def test_a_malformed_reply_is_rejected_and_never_aggregated(write_tiny, tmp_path
     assert all("undecodable" in e["reason"] for e in events)
 
 
-def test_the_report_summarises_the_per_client_cost_of_flower_runs(write_tiny, tmp_path):
-    from fedmap.runs.report import FLOWER_CAPTION, write_report
+def test_the_report_summarises_the_per_client_cost_of_flower_runs(
+    write_tiny, tmp_path, over_loopback
+):
+    from fedmap.reporting.report import FLOWER_CAPTION, write_report
 
     path = write_tiny(rounds=2, num_clients=2, fraction=1.0)
-    run_over_loopback(path, tmp_path / "runs" / "flower", nodes=2)
+    over_loopback(path, tmp_path / "runs" / "flower", nodes=2)
     md_path, _ = write_report([tmp_path / "runs"], tmp_path / "report")
     text = md_path.read_text()
     assert FLOWER_CAPTION in text

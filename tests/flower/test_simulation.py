@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_flwr_run_in_the_simulation_runtime_gives_the_deployment_numbers(write_tiny, tmp_path):
     from fedmap.runs.config import load_config
-    from fedmap.runs.experiment import prepare, run
+    from fedmap.runs.experiment import prepare
+    from fedmap.runs.session import run
 
     path = write_tiny(rounds=3, num_clients=3, fraction=1.0)
     out = tmp_path / "out"

@@ -116,19 +116,22 @@ def intruder() -> Callable[[int, list[tuple[int, bytes]]], list[tuple[int, bytes
 def run_simulation(raw: dict[str, Any], out: Path, **options: Any) -> None:
     """One in-process run of ``raw`` into ``out``."""
     from fedmap.runs.config import config_from_dict
-    from fedmap.runs.experiment import create_run_dir, prepare, run
+    from fedmap.runs.experiment import build_loop, prepare
+    from fedmap.runs.run_dir import create_run_dir
+    from fedmap.runs.session import run
 
     config = config_from_dict(raw)
     experiment = prepare(config)
     create_run_dir(config, out)
-    run(experiment, out, **options)
+    run(experiment, out, loop=build_loop(experiment, **options))
 
 
 def run_resumed(raw: dict[str, Any], out: Path, crash_round: int = 3) -> None:
     """Run until the process 'dies' after ``crash_round``, then resume it to the end."""
     from fedmap.runs.config import config_from_dict
-    from fedmap.runs.experiment import create_run_dir, prepare, run
-    from fedmap.runs.resume import open_for_resume
+    from fedmap.runs.experiment import prepare
+    from fedmap.runs.run_dir import create_run_dir
+    from fedmap.runs.session import open_for_resume, run
 
     class Crash(Exception):
         pass
@@ -140,7 +143,7 @@ def run_resumed(raw: dict[str, Any], out: Path, crash_round: int = 3) -> None:
     config = config_from_dict(raw)
     create_run_dir(config, out)
     try:
-        run(prepare(config), out, die)
+        run(prepare(config), out, on_round=die)
     except Crash:
         pass
     resumption = open_for_resume(out)
@@ -231,14 +234,35 @@ def outputs(run_dir: Path) -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    """What decides the last bits of every float (compared before any golden is)."""
+    """What decides the last bits of every float, and what else produced the goldens.
+
+    The test compares :data:`DECIDES_FLOATS` only; numpy and Python are recorded
+    for the reader (they draw partitions and cohorts, whose generators are stable).
+    """
+    from fedmap.runs.machine import machine_info
+
+    info = machine_info(torch.device("cpu"))  # cpu, cpu_capability, torch_threads (measured)
     return {
         "torch": torch.__version__,
+        **info,
+        "cpu_flags": vector_flags(),
         "numpy": np.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch_threads": 1,
         "python": ".".join(platform.python_version_tuple()[:2]),
     }
+
+
+DECIDES_FLOATS = ("torch", "cpu", "cpu_capability", "cpu_flags", "torch_threads")
+
+
+def vector_flags() -> str:
+    """The CPU's vector-instruction flags (what the math libraries dispatch on), sorted."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    prefixes = ("avx", "fma", "f16c", "amx", "sse", "ssse")
+    return " ".join(sorted(f for f in line.split(":", 1)[-1].split() if f.startswith(prefixes)))
 
 
 def run_scenario(name: str, tmp: Path) -> dict[str, str]:

@@ -80,3 +80,19 @@ def test_latest_falls_back_past_a_damaged_newest_checkpoint(tmp_path):
 
 def test_no_checkpoint_at_all(tmp_path):
     assert load_latest(tmp_path) == (None, [])
+
+
+def test_a_checkpoint_of_another_release_is_refused_not_skipped(tmp_path):
+    """Falling back past it as if damaged would restart an intact run from round 1."""
+    from safetensors.torch import save as save_safetensors
+
+    from fedmap.runs.checkpoint import CheckpointFormatError, checkpoint_path
+
+    tensors, meta = state()
+    save_checkpoint(tmp_path, 6, tensors, meta)
+    old = checkpoint_path(tmp_path, 7)
+    old.write_bytes(
+        save_safetensors({"x": torch.zeros(1)}, metadata={"format": "fedmap-checkpoint-1"})
+    )
+    with pytest.raises(CheckpointFormatError, match="fedmap-checkpoint-1.*start the run afresh"):
+        load_latest(tmp_path)

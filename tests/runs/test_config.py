@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from fedmap.runs.config import (
     ClientConfig,
     Config,
     DataConfig,
+    FaultsConfig,
     ModelConfig,
     PruningConfig,
     TransportConfig,
@@ -23,7 +26,6 @@ from fedmap.runs.config import (
     config_from_dict,
     dump_toml,
     load_config,
-    validate,
 )
 
 INF, NAN = math.inf, math.nan
@@ -55,7 +57,7 @@ def test_config_error_is_a_fedmap_error_and_a_value_error() -> None:
 def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ""))
     assert config == Config()
-    validate(Config())  # the defaults are valid
+    Config().check()  # the defaults are valid
 
 
 def test_documented_defaults() -> None:
@@ -358,6 +360,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("pruning.target_sparsity", -0.1),
     ("pruning.target_sparsity", NAN),
     ("pruning.scope", "neuron"),
+    ("pruning.ranking", "gradient"),
     ("pruning.trigger", "never"),
     ("pruning.patience", 0),
     ("pruning.guard_delta", -0.01),
@@ -405,6 +408,81 @@ def test_every_validated_field_has_a_bad_value() -> None:
             leaves.discard(section.name)
             leaves |= {f"{section.name}.{f.name}" for f in dataclasses.fields(value)}
     assert leaves - unchecked - {key for key, _ in BAD_VALUES} == set()
+
+
+CROSS_SECTION = {"faults.min_clients"}  # its upper bound is the cohort: Config.check's
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_VALUES, ids=[f"{k}={v!r}" for k, v in BAD_VALUES])
+def test_each_section_checks_its_own_fields(key: str, value: Any) -> None:
+    """The section alone (or Config for a top-level key) gives the same line as a whole load."""
+    if key in CROSS_SECTION:
+        pytest.skip("checked across sections")
+    section, _, name = key.rpartition(".")
+    owner = type(getattr(Config(), section))(**{name: value}) if section else Config(**{key: value})
+    with pytest.raises(ConfigError) as alone:
+        owner.check()
+    with pytest.raises(ConfigError) as loaded:
+        config_from_dict(nested(key, value))
+    assert str(alone.value) == str(loaded.value)
+
+
+def test_building_a_section_checks_nothing_and_loads_nothing() -> None:
+    """Defaults and bad values alike build without importing torch (checking is a step)."""
+    heavy = ("torch", "numpy", "fedmap.core", "fedmap.data", "fedmap.methods", "fedmap.models")
+    code = (
+        "import sys; from fedmap.runs.config import Config, ClientConfig, dump_toml; "
+        "dump_toml(Config()); ClientConfig(lr=-1.0); "
+        f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_min_clients_is_bounded_by_the_cohort() -> None:
+    FaultsConfig(min_clients=50).check()  # the section alone cannot know the cohort
+    small = {"data": {"num_clients": 6}, "client": {"fraction": 0.34}}  # cohort: 2
+    assert config_from_dict(small | {"faults": {"min_clients": 2}}).faults.min_clients == 2
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(small | {"faults": {"min_clients": 3}})
+    assert str(info.value) == (
+        "faults.min_clients: expected an integer in [1, 2] (the clients sampled per round), got 3"
+    )
+
+
+def test_a_bad_section_field_is_reported_before_a_cross_section_one() -> None:
+    with pytest.raises(ConfigError, match=r"^client\.fraction: expected a number in \(0, 1\]"):
+        config_from_dict({"client": {"fraction": 2.0}, "faults": {"min_clients": 50}})
+
+
+def _methods(sends_masks: bool) -> list[str]:
+    from fedmap.methods.registry import all_methods
+
+    return [cls.name for cls in all_methods() if cls.sends_masks is sends_masks]
+
+
+def test_the_registry_has_methods_of_both_kinds() -> None:
+    assert _methods(True) and _methods(False)  # else the two tests below test nothing
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean"])
+def test_a_method_sending_its_own_masks_needs_the_mean_rule(rule: str) -> None:
+    for method in _methods(True):
+        raw = {"pruning": {"method": method}, "aggregation": {"rule": rule}}
+        with pytest.raises(ConfigError) as info:
+            config_from_dict(raw)
+        assert str(info.value) == (
+            f"aggregation.rule: expected 'mean' with pruning.method {method!r} "
+            f"(its clients send masks of their own), got {rule!r}"
+        )
+        assert config_from_dict(raw | {"aggregation": {"rule": "mean"}}).pruning.method == method
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean"])
+def test_a_method_sharing_the_global_mask_takes_any_rule(rule: str) -> None:
+    for method in _methods(False):
+        raw = {"pruning": {"method": method}, "aggregation": {"rule": rule}}
+        assert config_from_dict(raw).aggregation.rule == rule
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,11 @@ from fedmap.core.mask import Mask
 from fedmap.errors import DataError
 from fedmap.models import build_model
 from fedmap.runs.config import load_config
-from fedmap.runs.experiment import create_run_dir, prepare, run
+from fedmap.runs.experiment import prepare
 from fedmap.runs.export import load_model, save_model
 from fedmap.runs.metrics import read_metrics
+from fedmap.runs.run_dir import create_run_dir
+from fedmap.runs.session import run
 
 # --------------------------------------------------------------------------- hand-built model
 
@@ -55,7 +57,7 @@ def test_hand_built_layout_and_mask() -> None:
 def test_save_load_round_trip(tmp_path: Path) -> None:
     layout, path = _layout(), tmp_path / "model.safetensors"
     mask, values = _mask(layout), _values(layout)
-    save_model(path, values, mask, {"epoch": "3", "density": repr(mask.density)})
+    save_model(path, values, mask, {"mask_version": "3", "density": repr(mask.density)})
 
     state, loaded_mask, metadata = load_model(path)
 
@@ -74,7 +76,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded_mask.layout == layout
     assert loaded_mask.same_as(mask)
     assert loaded_mask.density == 21 / 32
-    assert metadata["epoch"] == "3"
+    assert metadata["mask_version"] == "3"
     assert float(metadata["density"]) == 21 / 32
     assert json.loads(metadata["layout"])["names"] == list(layout.names)
 
@@ -102,7 +104,7 @@ def test_dense_mask_round_trip(tmp_path: Path) -> None:
 
 def test_save_overwrites_an_existing_file(tmp_path: Path) -> None:
     layout, path = _layout(), tmp_path / "model.safetensors"
-    save_model(path, _values(layout), Mask.dense(layout), {"epoch": "0"})
+    save_model(path, _values(layout), Mask.dense(layout), {"mask_version": "0"})
     save_model(path, _values(layout), _mask(layout), {"epoch": "1"})
     _, mask, metadata = load_model(path)
     assert metadata["epoch"] == "1"

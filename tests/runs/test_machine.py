@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from fedmap.runs.config import load_config
-from fedmap.runs.experiment import create_run_dir, prepare, run
+from fedmap.runs.experiment import prepare
 from fedmap.runs.machine import machine_info
+from fedmap.runs.run_dir import create_run_dir
+from fedmap.runs.session import run
 
 
 def _run(tmp_path: Path, write_tiny: Callable[..., Path], name: str) -> Path:

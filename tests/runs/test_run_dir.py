@@ -12,9 +12,11 @@ import torch
 
 from fedmap.errors import ConfigError
 from fedmap.runs.config import Config, DataConfig, load_config
-from fedmap.runs.experiment import create_run_dir, prepare, run
+from fedmap.runs.experiment import prepare
 from fedmap.runs.export import load_model
 from fedmap.runs.metrics import COLUMNS, read_metrics
+from fedmap.runs.run_dir import create_run_dir
+from fedmap.runs.session import run
 
 DESIGN_COLUMNS = (
     "round",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,13 @@ from typer.testing import CliRunner
 
 from fedmap.cli import app
 from fedmap.errors import ConfigError
+from fedmap.methods.registry import get_method
+from fedmap.reporting.run_dirs import find_runs
 from fedmap.runs.config import dump_toml
-from fedmap.runs.experiment import create_run_dir, prepare
-from fedmap.runs.experiment import run as run_experiment
-from fedmap.runs.report import find_runs
-from fedmap.runs.sweep import load_sweep
-from fedmap.strategies.revisions import REVISIONS
+from fedmap.runs.experiment import prepare
+from fedmap.runs.grid import load_sweep
+from fedmap.runs.run_dir import create_run_dir
+from fedmap.runs.session import run as run_experiment
 
 BASE = """
 seed = 0
@@ -145,6 +147,43 @@ setting = [{label = "iid", "data.partition" = "iid"},
     assert all(r.config.rounds == 2 for r in only.runs)
 
 
+def test_the_registry_decides_which_methods_ignore_pruning_keys(tmp_path, monkeypatch):
+    sweep = write(
+        tmp_path,
+        """
+base = "base.toml"
+[grid]
+"pruning.target_sparsity" = [0.5, 0.8]
+"pruning.method" = ["none"]
+""",
+    )
+    assert [r.name for r in load_sweep(sweep).runs] == ["none"]
+    monkeypatch.setattr(get_method("none"), "prunes", True)  # as if it pruned: no collapse
+    names = [r.name for r in load_sweep(sweep).runs]
+    assert names == ["target_sparsity0.5-none", "target_sparsity0.8-none"]
+
+
+def test_without_out_a_sweep_writes_to_a_folder_git_ignores(tmp_path):
+    plan = load_sweep(write(tmp_path))
+    assert plan.out == Path("runs") / "sweep"
+    root = Path(__file__).resolve().parents[2]
+    git = shutil.which("git")
+    if git is None or subprocess.run([git, "-C", str(root), "rev-parse"], check=False).returncode:
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(
+        [
+            git,
+            "-C",
+            str(root),
+            "check-ignore",
+            "-q",
+            str(plan.out / "fedmap-seed0" / "summary.json"),
+        ],
+        check=False,
+    )
+    assert ignored.returncode == 0, "runs/ must stay in .gitignore"
+
+
 @pytest.mark.parametrize(
     "sweep, message",
     [
@@ -204,7 +243,7 @@ seed = [0, 1]
             raise Crash
 
     with pytest.raises(Crash):
-        run_experiment(prepare(target.config), out / target.name, die)
+        run_experiment(prepare(target.config), out / target.name, on_round=die)
     # digits ignores data.path; Fashion-MNIST is not at /nonexistent, so that run fails
     result = CliRunner().invoke(
         app,
@@ -228,7 +267,7 @@ seed = [0, 1]
     other = next(r for r in load_sweep(sweep, out=out).runs if r.name == "seed1-namedigits")
     create_run_dir(other.config, out / other.name)
     with pytest.raises(Crash):
-        run_experiment(prepare(other.config), out / other.name, die)
+        run_experiment(prepare(other.config), out / other.name, on_round=die)
     config_file = out / other.name / "config.toml"
     config_file.write_text(config_file.read_text().replace("lr = 0.1", "lr = 0.2"))
     refused = CliRunner().invoke(
@@ -397,7 +436,8 @@ def test_a_run_made_under_another_method_revision_is_stale_not_skipped(
     before = summary_path.read_text()
     assert json.loads(before)["method_revision"] == 1
     sweep = str(swept["folder"] / "sweep.toml")  # type: ignore[operator]
-    monkeypatch.setitem(REVISIONS, "fedmap", 2)  # as if FedMap's arithmetic had changed since
+    # as if FedMap's arithmetic had changed since
+    monkeypatch.setattr(get_method("fedmap"), "revision", 2)
     result = CliRunner().invoke(app, ["sweep", sweep, "--out", str(out)])
     assert result.exit_code == 1
     assert result.output.count("stale    fedmap-seed") == 2  # dense FedAvg's runs still count
@@ -412,3 +452,21 @@ def test_a_run_made_under_another_method_revision_is_stale_not_skipped(
     assert report.exit_code == 0 and "left out" in report.output
     alone = CliRunner().invoke(app, ["report", str(out / "fedmap-seed0"), "--out", str(tmp_path)])
     assert alone.exit_code != 0 and "revision 1" in alone.output
+
+
+def test_a_run_made_before_a_new_config_key_existed_is_still_finished(swept, tmp_path):
+    """Configs compare as configs: a key added since, at its default, changes nothing."""
+    out = tmp_path / "out"
+    shutil.copytree(swept["out"], out)  # type: ignore[arg-type]
+    for config in out.glob("*/config.toml"):
+        text = config.read_text()
+        assert 'ranking = "magnitude"\n' in text
+        config.write_text(text.replace('ranking = "magnitude"\n', ""))  # as written before it
+    sweep = str(swept["folder"] / "sweep.toml")  # type: ignore[operator]
+    result = CliRunner().invoke(app, ["sweep", sweep, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "0 run, 4 skipped (finished before)" in result.output
+    broken = out / "fedmap-seed0" / "config.toml"
+    broken.write_text(broken.read_text() + "\n[gone]\nkey = 1\n")  # a key fedmap does not know
+    result = CliRunner().invoke(app, ["sweep", sweep, "--out", str(out)])
+    assert result.exit_code == 1 and "stale    fedmap-seed0" in result.output

@@ -10,10 +10,11 @@
          7    1 flags (1 prune instruction, 2 bootstrap: a mask follows)
          8    4 layout fingerprint (CRC32 of names, shapes, prunability)
         12    4 round
-        16    4 mask epoch the values are packed with
+        16    4 mask version the values are packed with (counts mask changes)
         20    4 number of values
         24    8 prune rate (float64; 0 unless flag 1)
-        32    1 prune scope (0 global, 1 layer, 2 random)
+        32    1 prune scope and ranking (0 global magnitude, 1 layer magnitude,
+                2 global random, 3 layer random)
         33    1 mask coding (0 bitmap, 1 Elias-Fano)
         34    4 mask bytes
         38    4 number of training samples (uplink)
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 
 from fedmap.core.maskcode import decode_mask_bits, encode_mask_bits
+from fedmap.core.prune import Ranking, Scope
 from fedmap.errors import CodecError
 
 MAGIC = b"FMAP"
@@ -53,7 +55,15 @@ _DTYPES: dict[str, tuple[int, torch.dtype]] = {
     "bfloat16": (2, torch.bfloat16),
 }
 DTYPE_NAMES: tuple[str, ...] = tuple(_DTYPES)
-_SCOPES = ("global", "layer", "random")
+# (scope, ranking) of a prune instruction -> its header byte; 0-2 predate the ranking setting
+# (2 was "random"), so old and new parties agree on every instruction both can express.
+_PRUNE_CODES: dict[tuple[Scope, Ranking], int] = {
+    ("global", "magnitude"): 0,
+    ("layer", "magnitude"): 1,
+    ("global", "random"): 2,
+    ("layer", "random"): 3,
+}
+_PRUNE_KINDS = {code: kind for kind, code in _PRUNE_CODES.items()}
 
 
 def itemsize(dtype: str) -> int:
@@ -75,7 +85,8 @@ class PruneInstruction:
     """Tells an in-step client to prune ``rate`` of its remaining weights after unpacking."""
 
     rate: float
-    scope: str = "global"
+    scope: Scope = "global"  # "global": one ranking across tensors; "layer": per tensor
+    ranking: Ranking = "magnitude"  # "magnitude": smallest |w| first; "random": seeded scores
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,7 @@ class Message:
 
     kind: int
     round: int
-    epoch: int
+    mask_version: int
     values: torch.Tensor
     dtype: str = "float32"
     prune: PruneInstruction | None = None
@@ -114,7 +125,8 @@ def encode(message: Message, fingerprint: int) -> Encoded:
     flags, rate, scope = 0, 0.0, 0
     if message.prune is not None:
         flags |= FLAG_PRUNE
-        rate, scope = message.prune.rate, _SCOPES.index(message.prune.scope)
+        rate = message.prune.rate
+        scope = _PRUNE_CODES[(message.prune.scope, message.prune.ranking)]
     coding, mask = 0, b""
     if message.mask_bits is not None:
         flags |= FLAG_BOOTSTRAP
@@ -127,7 +139,7 @@ def encode(message: Message, fingerprint: int) -> Encoded:
         flags,
         fingerprint,
         message.round,
-        message.epoch,
+        message.mask_version,
         message.values.numel(),
         rate,
         scope,
@@ -174,8 +186,8 @@ def decode(data: bytes, fingerprint: int, num_prunable: int) -> Message:
         code,
         flags,
         layout_fp,
-        rnd,
-        epoch,
+        round,
+        mask_version,
         count,
         rate,
         scope,
@@ -191,7 +203,7 @@ def decode(data: bytes, fingerprint: int, num_prunable: int) -> Message:
         raise CodecError("checksum mismatch: the message was corrupted")
     dtype = _dtype_name(code)
     bad_flags = flags & ~(FLAG_PRUNE | FLAG_BOOTSTRAP)
-    if kind not in (DOWNLINK, UPLINK, STATISTICS) or bad_flags or scope >= len(_SCOPES):
+    if kind not in (DOWNLINK, UPLINK, STATISTICS) or bad_flags or scope not in _PRUNE_KINDS:
         raise CodecError(f"bad header fields: kind={kind} flags={flags} scope={scope}")
     if layout_fp != fingerprint:
         raise CodecError(
@@ -207,11 +219,13 @@ def decode(data: bytes, fingerprint: int, num_prunable: int) -> Message:
         )
     elif mask_nbytes:
         raise CodecError("mask bytes present without the bootstrap flag")
-    prune = PruneInstruction(rate, _SCOPES[scope]) if flags & FLAG_PRUNE else None
+    prune = PruneInstruction(rate, *_PRUNE_KINDS[scope]) if flags & FLAG_PRUNE else None
     if prune is not None and not 0.0 < rate < 1.0:
         raise CodecError(f"prune rate must be in (0, 1), got {rate}")
     values = _values_from_bytes(data[HEADER_NBYTES + mask_nbytes :], dtype)
-    return Message(kind, rnd, epoch, values, dtype, prune, mask_bits, num_samples, train_loss)
+    return Message(
+        kind, round, mask_version, values, dtype, prune, mask_bits, num_samples, train_loss
+    )
 
 
 def _values_to_bytes(values: torch.Tensor, dtype: str) -> bytes:

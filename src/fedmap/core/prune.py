@@ -15,13 +15,13 @@ from typing import Literal
 import numpy as np
 import torch
 
-from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask
 from fedmap.errors import ProtocolError
 
-Scope = Literal["global", "layer", "random"]
+Scope = Literal["global", "layer"]
+Ranking = Literal["magnitude", "random"]
 SCOPES: tuple[str, ...] = ("global", "layer")  # what pruning.scope accepts
-RANDOM = "random"  # the random-pruning control's instruction scope (pruning.method = "random")
+RANKINGS: tuple[str, ...] = ("magnitude", "random")  # what pruning.ranking accepts
 
 
 def num_to_prune(num_kept: int, rate: float) -> int:
@@ -40,8 +40,14 @@ def kept_for_density(total: int, density: float) -> int:
     return math.floor(density * total + 0.5)
 
 
-def compute_mask(values: torch.Tensor, mask: Mask, rate: float, scope: Scope = "global") -> Mask:
-    """Remove the fraction ``rate`` of the still-kept prunable weights with the smallest ``|w|``.
+def compute_mask(
+    values: torch.Tensor,
+    mask: Mask,
+    rate: float,
+    scope: Scope = "global",
+    ranking: Ranking = "magnitude",
+) -> Mask:
+    """Remove the fraction ``rate`` of the still-kept prunable weights that rank lowest.
 
     Parameters
     ----------
@@ -54,9 +60,11 @@ def compute_mask(values: torch.Tensor, mask: Mask, rate: float, scope: Scope = "
         Fraction of the remaining prunable weights to remove (not of all weights).
     scope
         ``"global"`` ranks all prunable tensors together; ``"layer"`` removes ``rate``
-        of each tensor's remaining weights separately; ``"random"`` ranks by
-        :func:`random_scores` instead of magnitude (the control of ``pruning.method =
-        "random"``), so every party still derives the same mask.
+        of each tensor's remaining weights separately.
+    ranking
+        ``"magnitude"`` removes the smallest ``|w|``; ``"random"`` ranks by
+        :func:`random_scores` instead (the control of ``pruning.method = "random"``),
+        which every party still derives identically.
 
     Returns
     -------
@@ -65,22 +73,23 @@ def compute_mask(values: torch.Tensor, mask: Mask, rate: float, scope: Scope = "
     """
     if values.shape != mask.flat.shape:
         raise ProtocolError(f"expected {mask.flat.numel()} values, got {values.numel()}")
+    if ranking not in RANKINGS:
+        raise ValueError(f"pruning.ranking: expected one of {RANKINGS}, got {ranking!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"pruning.scope: expected one of {SCOPES}, got {scope!r}")
     magnitude = values.detach().to("cpu", torch.float32).abs()
     if not bool(torch.isfinite(magnitude).all()):
         raise ProtocolError("cannot rank non-finite values for pruning")
+    scores = random_scores(values, mask) if ranking == "random" else magnitude
     candidates = mask.flat & mask.layout.prunable_flat
     new_flat = mask.flat.clone()
-    if scope == RANDOM:
-        _prune_candidates(random_scores(values, mask), candidates, rate, new_flat)
-    elif scope == "global":
-        _prune_candidates(magnitude, candidates, rate, new_flat)
-    elif scope == "layer":
+    if scope == "global":
+        clear_smallest(scores, candidates, new_flat, rate=rate)
+    else:
         for i, is_prunable in enumerate(mask.layout.prunable):
             if is_prunable:
                 part = mask.layout.slice_of(i)
-                _prune_candidates(magnitude[part], candidates[part], rate, new_flat[part])
-    else:
-        raise ValueError(f"pruning.scope: expected one of {SCOPES}, got {scope!r}")
+                clear_smallest(scores[part], candidates[part], new_flat[part], rate=rate)
     return Mask(mask.layout, new_flat)
 
 
@@ -130,12 +139,8 @@ def prune_to_density(
                 kept = int(flat[part].sum())
                 target = kept_for_density(flat[part].numel(), density)
                 if kept > target:
-                    _prune_candidates(
-                        values.detach().abs()[part],
-                        flat[part].clone(),
-                        1.0,
-                        flat[part],
-                        kept - target,
+                    clear_smallest(
+                        values.detach().abs()[part], flat[part].clone(), flat[part], kept - target
                     )
         return Mask(layout, flat)
     kept = mask.num_kept_prunable
@@ -144,26 +149,28 @@ def prune_to_density(
         return mask
     new_flat = mask.flat.clone()
     candidates = mask.flat & layout.prunable_flat
-    _prune_candidates(values.detach().to("cpu").abs(), candidates, 1.0, new_flat, kept - target)
+    clear_smallest(values.detach().to("cpu").abs(), candidates, new_flat, kept - target)
     return Mask(layout, new_flat)
 
 
-def _prune_candidates(
-    magnitude: torch.Tensor,
+def clear_smallest(
+    scores: torch.Tensor,
     candidates: torch.Tensor,
-    rate: float,
     out: torch.Tensor,
     count: int | None = None,
+    *,
+    rate: float = 1.0,
 ) -> None:
-    """Clear in ``out`` the ``num_to_prune`` (or ``count``) smallest candidates.
+    """Clear in ``out`` the ``count`` candidates with the smallest ``scores``.
 
-    Ties go to the lower flat index.
+    Without ``count``, ``num_to_prune(candidates, rate)`` of them. Ties go to the
+    lower flat index.
     """
     index = candidates.nonzero().squeeze(1)  # (n,) ascending flat indices
     count = num_to_prune(index.numel(), rate) if count is None else min(count, index.numel())
     if count == 0:
         return
-    out[index[smallest(magnitude[index], count)]] = False
+    out[index[smallest(scores[index], count)]] = False
 
 
 def smallest(values: torch.Tensor, count: int) -> torch.Tensor:
@@ -183,90 +190,3 @@ def smallest(values: torch.Tensor, count: int) -> torch.Tensor:
     ties = (values == kth).nonzero().squeeze(1)[:missing]
     chosen[ties] = True
     return chosen.nonzero().squeeze(1)
-
-
-def prunefl_adjust(
-    values: torch.Tensor,
-    importance: torch.Tensor,
-    mask: Mask,
-    min_kept: int,
-    max_decrease: float,
-) -> Mask:
-    """PruneFL's reconfiguration at a bounded size: drop by magnitude, refill by importance.
-
-    As the reference code's ``process_layer``: in every prunable tensor the
-    ``int(max_decrease * kept)`` kept weights with the smallest ``|w|`` become
-    candidates, beside every weight not kept; the rest stay. PruneFL then adds
-    candidates back in order of importance (squared gradients) while that pays for
-    their compute time; here the refill is by importance alone, up to ``min_kept``
-    weights in all (none when the survivors already reach it), so a caller holds the
-    size at the target. A refilled weight that was pruned before starts from 0.0.
-
-    Parameters
-    ----------
-    values
-        Canonical vector of the model the magnitudes come from.
-    importance
-        Canonical vector (numel,) of scores; only prunable coordinates are read.
-    mask
-        The current mask.
-    min_kept
-        Prunable weights to keep at least (the survivors are all kept when more).
-    max_decrease
-        Share of each tensor's kept weights that may leave by magnitude.
-    """
-    if not 0.0 <= max_decrease <= 1.0:
-        raise ValueError(f"max_decrease must be in [0, 1], got {max_decrease}")
-    layout = mask.layout
-    magnitude = values.detach().to("cpu", torch.float32).abs()
-    survivors = mask.flat.clone()
-    for i, is_prunable in enumerate(layout.prunable):
-        if is_prunable:
-            part = layout.slice_of(i)
-            kept = int(survivors[part].sum())
-            _prune_candidates(
-                magnitude[part],
-                survivors[part].clone(),
-                1.0,
-                survivors[part],
-                int(max_decrease * kept),
-            )
-    base = Mask(layout, survivors)
-    refill = min_kept - base.num_kept_prunable
-    candidates = layout.prunable_flat & ~survivors
-    return keep_top(importance.detach().to("cpu"), candidates, max(refill, 0), base)
-
-
-def erk_counts(layout: Layout, density: float) -> list[int]:
-    """Weights each tensor keeps at ``density`` under FedDST's ``erk`` distribution.
-
-    The reference (``PrunableNet._weights_by_layer``) gives layer ``i`` the raw
-    sparsity ``1 - (n_in + n_out + Σk) / (n_in n_out Πk)`` (``Σk`` and ``Πk`` over
-    the kernel, empty for a linear layer), scales all of them by one factor so that
-    ``Σ s_i n_i = (1 - density) Σ n_i`` with ``n_i`` the layer's weights plus its
-    bias, and keeps ``floor((1 - s_i) n_i)`` of the layer's weights. This is not
-    RigL's ERK: it moves a little density from the large layers to the first
-    convolution and the classifier (FedAvg CNN at 95 % sparsity: conv1 10 %,
-    classifier 15 %, the others 5 %). Counts are clipped to [1, numel] where the
-    scaling would leave a layer empty or overfull (the reference then leaves the
-    layer dense). FedDST's server and clients both count by it. One entry per
-    tensor of ``layout``; non-prunable tensors get 0.
-    """
-    sizes: list[int] = []
-    raw: list[float] = []
-    prunable = [i for i, p in enumerate(layout.prunable) if p]
-    for i in prunable:
-        shape = layout.shapes[i]
-        n_out, n_in, kernel = shape[0], shape[1] if len(shape) > 1 else 1, shape[2:]
-        fan = n_in * n_out * math.prod(kernel)
-        raw.append(1.0 - (n_in + n_out + sum(kernel)) / fan)
-        bias = layout.names[i].removesuffix("weight") + "bias"
-        extra = math.prod(layout.shapes[layout.names.index(bias)]) if bias in layout.names else 0
-        sizes.append(math.prod(shape) + extra)
-    weighted = sum(s * n for s, n in zip(raw, sizes, strict=True))
-    scale = (1.0 - density) * sum(sizes) / weighted if weighted != 0 else 0.0
-    counts = [0] * len(layout.names)
-    for i, s, n in zip(prunable, raw, sizes, strict=True):
-        numel = math.prod(layout.shapes[i])
-        counts[i] = min(numel, max(1, math.floor((1.0 - s * scale) * n)))
-    return counts

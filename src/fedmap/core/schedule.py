@@ -1,4 +1,4 @@
-"""When FedMap prunes: the schedule of DESIGN.md section 1 as a pure state machine.
+"""When FedMap prunes: the schedule of docs/design.md §1 as a pure state machine.
 
 Rounds are numbered from 1. The first ``warmup_rounds`` rounds are dense; after
 that a prune step is due every ``rounds_per_step`` rounds (trigger ``"fixed"``) or
@@ -38,7 +38,7 @@ class ScheduleState:
     """What the schedule remembers between rounds."""
 
     last_step_round: int = 0  # round at whose start the latest step happened (0: none)
-    epoch_best: float = -math.inf  # best validation accuracy under the current mask
+    version_best: float = -math.inf  # best validation accuracy under the current mask
     rounds_since_best: int = 0
     dense_best: float = -math.inf
     steps: int = 0  # prune steps in the current mask
@@ -75,7 +75,7 @@ def decide(schedule: Schedule, state: ScheduleState, round: int, sparsity: float
 
 def violates_guard(schedule: Schedule, state: ScheduleState) -> bool:
     """True when the current mask's best accuracy is more than ``guard_delta`` below dense."""
-    return state.epoch_best < state.dense_best - schedule.guard_delta
+    return state.version_best < state.dense_best - schedule.guard_delta
 
 
 def after_prune(state: ScheduleState, round: int) -> ScheduleState:
@@ -83,7 +83,7 @@ def after_prune(state: ScheduleState, round: int) -> ScheduleState:
     return replace(
         state,
         last_step_round=round,
-        epoch_best=-math.inf,
+        version_best=-math.inf,
         rounds_since_best=0,
         steps=state.steps + 1,
     )
@@ -96,10 +96,10 @@ def after_revert(state: ScheduleState, steps: int) -> ScheduleState:
 
 def observe(state: ScheduleState, accuracy: float) -> ScheduleState:
     """Fold in the validation accuracy measured at the end of a round."""
-    improved = accuracy > state.epoch_best
+    improved = accuracy > state.version_best
     return replace(
         state,
-        epoch_best=max(state.epoch_best, accuracy),
+        version_best=max(state.version_best, accuracy),
         rounds_since_best=0 if improved else state.rounds_since_best + 1,
         dense_best=max(state.dense_best, accuracy) if state.steps == 0 else state.dense_best,
     )

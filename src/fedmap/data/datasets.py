@@ -8,6 +8,7 @@ Randomness (the digits split, synthetic data) is derived from an explicit
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from fedmap.errors import ConfigError, DataError
 
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 DATASET_NAMES = ("fashion_mnist", "digits", "npz", "synthetic")
+NO_SCIKIT_LEARN = "data.name: 'digits' needs scikit-learn: pip install 'fedmap[digits]'"
 FASHION_MNIST_MEAN = 0.2860
 FASHION_MNIST_STD = 0.3530
 SYNTHETIC_SIGNAL_NORM = 5.5  # norm of a class pattern; the noise has unit std per element
@@ -113,10 +115,13 @@ def check_dataset_available(
     ConfigError
         Unknown ``name``, or ``npz`` without a path.
     DataError
-        The data is missing; the message names the path (and the install hint).
+        The data is missing; the message names the path (and the install hint),
+        or for ``digits`` the extra that brings scikit-learn.
     """
     _check_name(name)
-    if name == "fashion_mnist":
+    if name == "digits":
+        _require_scikit_learn()
+    elif name == "fashion_mnist":
         candidates = _fashion_candidates(path, cache_dir)
         if find_fashion_mnist_dir(candidates) is None:
             raise DataError(describe_missing(candidates))
@@ -171,7 +176,13 @@ def load_digits_dataset(seed: int = 0) -> Dataset:
     Pixels (0..16) are divided by 16, then standardised with the train split's
     mean and std; the split is a stratified 80/20 one drawn from ``seed``, so
     every class appears in both halves in the same proportion.
+
+    Raises
+    ------
+    DataError
+        scikit-learn, an optional extra (``fedmap[digits]``), is not installed.
     """
+    _require_scikit_learn()
     from sklearn.datasets import load_digits  # deferred: sklearn is slow to import
 
     bunch = load_digits()
@@ -246,6 +257,16 @@ def _check_name(name: str) -> None:
     """Raise ConfigError unless ``name`` is one of :data:`DATASET_NAMES`."""
     if name not in DATASET_NAMES:
         raise ConfigError(f"data.name: expected one of {', '.join(DATASET_NAMES)}, got {name!r}")
+
+
+def _require_scikit_learn() -> None:
+    """Raise DataError naming the extra when scikit-learn (the digits' source) is missing.
+
+    Only the digits need it, so it is the ``digits`` extra, not a dependency; the
+    module is looked up, not imported, to keep this check cheap.
+    """
+    if importlib.util.find_spec("sklearn") is None:
+        raise DataError(NO_SCIKIT_LEARN)
 
 
 def _fashion_candidates(path: str | None, cache_dir: str | Path | None) -> list[Path]:

@@ -1,8 +1,8 @@
-"""The engine interface of DESIGN.md section 4 and the types it trades in.
+"""The engine interface of docs/design.md §4 and the types it trades in.
 
 An engine trains a cohort of clients from one global model under one mask. It
 knows nothing of strategies, codecs or the ledger; the round loop
-(:mod:`fedmap.engines.simulate`) owns those.
+(:mod:`fedmap.rounds`) owns those.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from fedmap.client.rules import ClientTask
-from fedmap.client.train import TrainConfig
 from fedmap.core.mask import Mask, unpack
+from fedmap.methods.base import ClientTask
+from fedmap.training.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,15 @@ class RoundConfig:
     train: TrainConfig
     gradients: bool = False  # also return dense gradient statistics (FedDST, PruneFL rounds)
     initial_pruning: float | None = None  # PruneFL's round 1: train and prune to this density
+
+    @property
+    def plain(self) -> bool:
+        """Local training only: no gradient statistics, no client-chosen mask.
+
+        Every engine runs plain rounds its own way; the rare others (a method's
+        client task) go to the sequential engine's per-client code.
+        """
+        return not self.gradients and self.initial_pruning is None
 
     @classmethod
     def for_task(
@@ -44,7 +53,7 @@ class ClientResult:
     """A trained client: its packed kept values (CPU float32), sample count and mean loss.
 
     ``grad_mean`` and ``grad_sq`` (canonical dense CPU vectors) are filled only when
-    the round asked for gradients: see :func:`fedmap.client.train.gradient_stats`.
+    the round asked for gradients: see :func:`fedmap.training.train.gradient_stats`.
     ``own_mask`` is the mask the client chose while training (PruneFL's initial
     pruning); ``packed`` then still uses the received mask, with 0.0 outside its own.
     """

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedmap.client.evaluate import accuracy_by_owner, score
-from fedmap.client.train import load_values
 from fedmap.core.layout import Layout
+from fedmap.training.evaluate import accuracy_by_owner, score
+from fedmap.training.train import load_values
 
 
 @dataclass(frozen=True)

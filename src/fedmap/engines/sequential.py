@@ -13,11 +13,11 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from fedmap.client.initial_pruning import initial_pruning
-from fedmap.client.train import gradient_stats, load_values, train_local
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pack, pruned_multipliers
 from fedmap.engines.base import ClientResult, RoundConfig, client_seed, start_values
+from fedmap.methods.prunefl import initial_pruning
+from fedmap.training.train import gradient_stats, load_values, train_local
 
 
 class SequentialEngine:

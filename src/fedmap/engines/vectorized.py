@@ -40,12 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from fedmap.client.train import TrainConfig
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pack, pruned_multipliers
 from fedmap.engines.base import ClientResult, RoundConfig, client_seed, start_values
 from fedmap.engines.heap import release_free_heap, share_malloc_arena
 from fedmap.engines.sequential import SequentialEngine
+from fedmap.training.train import TrainConfig
 
 Params = dict[str, torch.Tensor]
 StepFn = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor], tuple[Params, torch.Tensor]]
@@ -150,7 +150,7 @@ class VectorizedEngine:
     ) -> list[ClientResult]:
         """Train ``clients`` from the global model, ``chunk`` at a time; results in order."""
         size = self.chunk or max(len(clients), 1)
-        if round_cfg.gradients or round_cfg.initial_pruning is not None:  # rare rounds
+        if not round_cfg.plain:  # a method's client task: rare rounds, per client
             return self._sequential_engine().train_cohort(global_packed, mask, clients, round_cfg)
         if size == 1:  # nothing to stack: per-client loops, one per core where possible
             return self._one_at_a_time(global_packed, mask, clients, round_cfg)

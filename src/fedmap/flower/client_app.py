@@ -1,8 +1,10 @@
 """The FedMap ClientApp: decode, keep the mask in step, train, reply, all with the core.
 
 A node's memory between rounds is Flower's ``context.state``: the config the
-server sent in its hello, the mask epoch and the mask bits. A node that loses it
-(a restart) answers the next hello with epoch -1, and the server bootstraps it.
+server sent in its hello, the mask version and the mask bits. A node that loses it
+(a restart) answers the next hello with version -1, and the server bootstraps it.
+(The hello's answer names the version ``epoch``: the wire keeps the name that
+nodes of earlier releases send.)
 Training runs the simulator's engine on the node's partition, so a Flower client
 trains exactly as the same client does in ``fedmap run``. A node configured with
 ``fedmap-dense = true`` runs :mod:`fedmap.flower.dense_client` instead: a plain
@@ -22,18 +24,18 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord
 from flwr.clientapp import ClientApp
 
-from fedmap.client.protocol import NEW_CLIENT_EPOCH, ClientState, make_reply, receive_downlink
-from fedmap.client.rules import ClientTask
 from fedmap.core.layout import Layout
 from fedmap.core.mask import Mask, pack
 from fedmap.engines.base import Engine, RoundConfig
 from fedmap.errors import ConfigError, ProtocolError
 from fedmap.flower import dense_client
 from fedmap.flower.wire import fedmap_content, fedmap_fields
+from fedmap.methods.base import ClientTask
+from fedmap.protocol.client import NEW_CLIENT_VERSION, ClientState, make_reply, receive_downlink
 from fedmap.runs.config import Config, config_from_text
 from fedmap.runs.experiment import Experiment, build_engine, prepare, train_config
 
-STATE = "fedmap.state"  # context.state record: config, epoch, mask bits
+STATE = "fedmap.state"  # context.state record: config, mask version, mask bits
 
 app = ClientApp()
 
@@ -51,7 +53,7 @@ _NODES: dict[tuple[str, str], _Node] = {}
 
 @app.query("fedmap_hello")
 def hello(message: Message, context: Context) -> Message:
-    """Remember the run's config; tell the server which partition and epoch this node holds."""
+    """Remember the run's config; tell the server which partition and mask version it holds."""
     if _is_dense(context):
         return dense_client.app(message, context)  # a plain client has no such handler
     fields = fedmap_fields(message)
@@ -63,11 +65,13 @@ def hello(message: Message, context: Context) -> Message:
             f"node_config partition-id: {partition} is outside 0..{config.data.num_clients - 1}"
         )
     saved = context.state.config_records.get(STATE)
-    epoch = int(saved["epoch"]) if saved is not None and "epoch" in saved else NEW_CLIENT_EPOCH  # type: ignore[arg-type]
-    record: dict[str, Any] = dict(saved) if saved is not None else {"epoch": NEW_CLIENT_EPOCH}
+    version = NEW_CLIENT_VERSION
+    if saved is not None and "version" in saved:
+        version = int(saved["version"])  # type: ignore[arg-type]
+    record: dict[str, Any] = dict(saved) if saved is not None else {"version": NEW_CLIENT_VERSION}
     record["config"] = config_text
     _save(context, record)
-    return Message(fedmap_content({"partition": partition, "epoch": epoch}), reply_to=message)
+    return Message(fedmap_content({"partition": partition, "epoch": version}), reply_to=message)
 
 
 @app.train("fedmap")
@@ -106,7 +110,7 @@ def train(message: Message, context: Context) -> Message:
     )
     _save(
         context,
-        {**dict(saved), "epoch": state.epoch, "mask": _bits(mask)},
+        {**dict(saved), "version": state.version, "mask": _bits(mask)},
     )
     out: dict[str, Any] = {"update": reply.update.data, "mask-sha": mask.digest}
     if reply.statistics is not None:
@@ -162,12 +166,12 @@ def _node(config_text: str, context: Context) -> _Node:
 
 
 def _client_state(saved: Any, layout: Layout) -> ClientState:
-    epoch = int(saved["epoch"]) if "epoch" in saved else NEW_CLIENT_EPOCH
+    version = int(saved["version"]) if "version" in saved else NEW_CLIENT_VERSION
     if "mask" not in saved:
-        return ClientState(epoch, None)
+        return ClientState(version, None)
     bits = np.unpackbits(np.frombuffer(bytes(saved["mask"]), dtype=np.uint8))
     bits = bits[: layout.num_prunable].astype(bool)
-    return ClientState(epoch, Mask.from_prunable_bits(layout, torch.from_numpy(bits)))
+    return ClientState(version, Mask.from_prunable_bits(layout, torch.from_numpy(bits)))
 
 
 def _bits(mask: Mask) -> bytes:

@@ -4,7 +4,7 @@ It receives the model as full tensors in an ``ArrayRecord`` named ``arrays``,
 trains every weight with plain SGD and returns full tensors plus
 ``num-examples``. It uses fedmap only for the model architecture and its data
 partition, never the codec or masks: this is the client a FedMap server must accept
-(DESIGN.md section 2). It ignores FedMap's pruning, so what it sends for pruned
+(docs/design.md §2). It ignores FedMap's pruning, so what it sends for pruned
 weights is dropped by the server.
 """
 

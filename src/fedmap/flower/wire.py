@@ -21,7 +21,7 @@ from fedmap.errors import ProtocolError
 
 RECORD = "fedmap"  # the ConfigRecord that carries codec bytes and the round's instructions
 TRAIN = "train.fedmap"  # a FedMap round for a FedMap client
-HELLO = "query.fedmap_hello"  # who are you: partition, epoch (a plain Flower client errors)
+HELLO = "query.fedmap_hello"  # who are you: partition, mask version (a plain client errors)
 DENSE_TRAIN = "train"  # the plain Flower convention: "arrays" in, "arrays" + "metrics" out
 OBJECT_ID_NBYTES = 64  # hex SHA-256: every pushed or pulled object is named by it
 # Flower's framing of one FedMap message (metadata, records, object ids, the node's

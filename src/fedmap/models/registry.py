@@ -29,7 +29,7 @@ _CONSTRUCTORS: dict[str, Callable[[Sequence[int], int], nn.Module]] = {
 }
 
 # Layers whose weight is pruned. Biases and normalisation parameters stay dense:
-# they are few, and pruning them hurts accuracy for almost no saving (DESIGN.md §1).
+# they are few, and pruning them hurts accuracy for almost no saving (docs/design.md §1).
 PRUNABLE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 

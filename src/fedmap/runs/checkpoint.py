@@ -1,6 +1,9 @@
 """Checkpoints: one file per finished round, written atomically, verified on load.
 
-A checkpoint is a standard safetensors file (inspectable with any safetensors
+:func:`save_state` and :func:`restore_state` hold everything a resumed run needs:
+the round loop's memory, every random generator, the config's digest, the
+method's revision and the length of each per-round file. A checkpoint is a
+standard safetensors file (inspectable with any safetensors
 tool) whose metadata holds the run's JSON state and a CRC32 over that state and
 every tensor's bytes. It is written to a temporary name, flushed, fsynced and
 renamed, so a crash mid-write leaves the previous checkpoint intact; the newest
@@ -10,8 +13,10 @@ predecessor to fall back to. Boolean tensors (masks) are stored as packed bits.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import re
 import zlib
 from dataclasses import dataclass
@@ -23,16 +28,28 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from fedmap.errors import FedMapError
+from fedmap.errors import CheckpointError
+from fedmap.methods.revisions import method_revision, revision_mismatch
+from fedmap.rounds.loop import RoundLoop
+from fedmap.runs.config import Config, dump_toml
+from fedmap.runs.run_dir import (
+    ROUND_FILES,
+    file_size,
+    fsync_file,
+    truncate_round_files,
+    write_atomic,
+)
 
 DIRNAME = "checkpoints"
 KEEP = 2
-FORMAT = "fedmap-checkpoint-1"
+FORMAT = "fedmap-checkpoint-2"  # 2: "mask version" for "epoch"; state of the transport's clients
+
+
+class CheckpointFormatError(CheckpointError):
+    """A checkpoint written by a fedmap release whose format this one does not read."""
+
+
 _NAME = re.compile(r"^round-(\d{6,})\.ckpt$")
-
-
-class CheckpointError(FedMapError):
-    """A checkpoint is missing, unreadable or fails its checksum."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +110,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
         header = _safetensors_metadata(data)
     except Exception as error:  # noqa: BLE001 - any parse failure means a damaged file
         raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from error
-    if header.get("format") != FORMAT or "state" not in header:
+    found = header.get("format", "")
+    if found.startswith("fedmap-checkpoint-") and found != FORMAT:
+        raise CheckpointFormatError(
+            f"{path}: written by another fedmap release ({found}); this one reads {FORMAT}: "
+            "start the run afresh"
+        )
+    if found != FORMAT or "state" not in header:
         raise CheckpointError(f"{path}: not a {FORMAT} file")
     state = header["state"]
     if str(_crc(state, stored)) != header.get("crc32"):
@@ -109,36 +132,21 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 
 def load_latest(run_dir: Path) -> tuple[Checkpoint | None, list[str]]:
-    """The newest checkpoint that verifies, and a message for each damaged newer one."""
+    """The newest checkpoint that verifies, and a message for each damaged newer one.
+
+    A checkpoint of another release's format is not damage: it raises
+    :class:`CheckpointFormatError` rather than being skipped, since falling back
+    past it would silently restart a run that is intact.
+    """
     problems: list[str] = []
     for path in list_checkpoints(run_dir):
         try:
             return load_checkpoint(path), problems
+        except CheckpointFormatError:
+            raise
         except CheckpointError as error:
             problems.append(str(error))
     return None, problems
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def fsync_file(path: Path) -> None:
-    """Push ``path``'s written data to disk (before a checkpoint records its length)."""
-    if not path.exists():
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def set_aside(path: Path) -> Path:
@@ -146,19 +154,6 @@ def set_aside(path: Path) -> Path:
     target = path.with_name(path.name + ".damaged")
     os.replace(path, target)
     return target
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def _crc(state: str, tensors: dict[str, torch.Tensor]) -> int:
@@ -178,3 +173,61 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     if not isinstance(metadata, dict):
         raise ValueError("metadata is not a table")
     return metadata
+
+
+def config_digest(config: Config) -> str:
+    """SHA-256 of the resolved config: a checkpoint only resumes the run it came from."""
+    return hashlib.sha256(dump_toml(config).encode()).hexdigest()
+
+
+def save_state(loop: RoundLoop, run_dir: Path, config: Config) -> Path:
+    """Checkpoint ``loop`` after its last round, with every generator and each file's length."""
+    for name in ROUND_FILES:  # on disk before a checkpoint vouches for their lengths
+        fsync_file(run_dir / name)
+    tensors, meta = loop.state_dict()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{index}"] = cuda_state
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys).astype(np.int64))
+    meta["numpy_random"] = [kind, int(pos), int(has_gauss), float(gauss)]
+    meta["python_random"] = random.getstate()
+    meta["offsets"] = {name: file_size(run_dir / name) for name in ROUND_FILES}
+    meta["config_sha256"] = config_digest(config)
+    meta["method_revision"] = method_revision(config.pruning.method)
+    return save_checkpoint(run_dir, loop.round, tensors, meta)
+
+
+def check_config(checkpoint: Checkpoint, config: Config, run_dir: Path) -> None:
+    """Refuse a checkpoint written under another config or another revision of the method.
+
+    An edited ``config.toml`` changes the digest; a code change to the method changes
+    its revision (:mod:`fedmap.methods.revisions`), and finishing the run would mix the two.
+    """
+    if checkpoint.meta.get("config_sha256") != config_digest(config):
+        raise CheckpointError(
+            f"{checkpoint.path}: written by a different config than {run_dir / 'config.toml'}"
+        )
+    mismatch = revision_mismatch(config.pruning.method, checkpoint.meta)
+    if mismatch is not None:
+        raise CheckpointError(f"{checkpoint.path}: {mismatch}; start the run afresh")
+
+
+def restore_state(loop: RoundLoop, checkpoint: Checkpoint, run_dir: Path, config: Config) -> None:
+    """Put ``loop``, every generator and the per-round files back where ``checkpoint`` was."""
+    meta, tensors = checkpoint.meta, checkpoint.tensors
+    check_config(checkpoint, config, run_dir)
+    loop.load_state_dict(tensors, meta)
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted(
+        (k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1])
+    )
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+    kind, pos, has_gauss, gauss = meta["numpy_random"]
+    keys = tensors["rng.numpy"].numpy().astype(np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, gauss))
+    version, internal, gauss = meta["python_random"]
+    random.setstate((version, tuple(internal), gauss))
+    truncate_round_files(run_dir, meta["offsets"])

@@ -2,7 +2,11 @@
 
 Defaults do nothing surprising, unknown keys are rejected with a suggestion, and
 every bad value raises :class:`ConfigError` naming the field, what was expected and
-what arrived. The resolved config is written back to each run directory.
+what arrived. Each section checks its own fields in its ``check`` method, beside
+them; :meth:`Config.check` adds what spans sections. Checking is a separate step,
+not ``__post_init__``, because the choices come from their owners (datasets,
+models, methods), which import torch: building a config, even the defaults,
+stays cheap. The resolved config is written back to each run directory.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from fedmap.errors import ConfigError
 
@@ -23,15 +27,26 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-METHODS = ("fedmap", "none", "local", "oneshot", "gradual", "random", "prunefl", "feddst")
-MASK_MERGING_METHODS = ("local", "feddst")  # replies carry their own masks: mean only
 ENGINES = ("sequential", "vectorized")
+
+
+def _expect(section: Any, name: str, ok: bool, expected: str) -> None:
+    """Raise ``"{key}: expected {expected}, got {value!r}"`` unless ``ok`` (key: section.name)."""
+    if not ok:
+        key = f"{section.SECTION}.{name}" if section.SECTION else name
+        raise ConfigError(f"{key}: expected {expected}, got {getattr(section, name)!r}")
+
+
+def _expect_one_of(section: Any, name: str, choices: tuple[str, ...]) -> None:
+    """Raise unless the field ``name`` of ``section`` is one of ``choices``."""
+    _expect(section, name, getattr(section, name) in choices, f"one of {choices}")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """``[data]``: which dataset and how it is split over clients."""
 
+    SECTION: ClassVar[str] = "data"
     name: str = "fashion_mnist"
     path: str = ""  # empty: the dataset's default location
     partition: str = "iid"
@@ -40,18 +55,39 @@ class DataConfig:
     num_clients: int = 100
     local_test_fraction: float = 0.1
 
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first field out of range (``path``: any)."""
+        from fedmap.data.datasets import DATASET_NAMES
+        from fedmap.data.partition import PARTITION_NAMES
+
+        _expect_one_of(self, "name", DATASET_NAMES)
+        _expect_one_of(self, "partition", PARTITION_NAMES)
+        _expect(self, "alpha", self.alpha > 0 and math.isfinite(self.alpha), "a positive number")
+        _expect(self, "classes_per_client", self.classes_per_client >= 1, "an integer >= 1")
+        _expect(self, "num_clients", self.num_clients >= 1, "an integer >= 1")
+        fraction = self.local_test_fraction
+        _expect(self, "local_test_fraction", 0 <= fraction < 1, "a number in [0, 1)")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     """``[model]``."""
 
+    SECTION: ClassVar[str] = "model"
     name: str = "cnn"
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` unless ``name`` is a model of the zoo."""
+        from fedmap.models import MODEL_NAMES
+
+        _expect_one_of(self, "name", MODEL_NAMES)
 
 
 @dataclass(frozen=True)
 class ClientConfig:
     """``[client]``: sampling and local SGD."""
 
+    SECTION: ClassVar[str] = "client"
     fraction: float = 0.1
     epochs: int = 1
     batch_size: int = 32
@@ -59,64 +95,128 @@ class ClientConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
 
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first field out of range."""
+        _expect(self, "fraction", 0 < self.fraction <= 1, "a number in (0, 1]")
+        _expect(self, "epochs", self.epochs >= 1, "an integer >= 1")
+        _expect(self, "batch_size", self.batch_size >= 1, "an integer >= 1")
+        _expect(self, "lr", self.lr > 0 and math.isfinite(self.lr), "a positive number")
+        _expect(self, "momentum", 0 <= self.momentum < 1, "a number in [0, 1)")
+        _expect(self, "weight_decay", 0 <= self.weight_decay < math.inf, "a number >= 0")
+
 
 @dataclass(frozen=True)
 class PruningConfig:
-    """``[pruning]``: the method and FedMap's schedule (DESIGN.md section 1)."""
+    """``[pruning]``: the method and FedMap's schedule (docs/design.md §1)."""
 
+    SECTION: ClassVar[str] = "pruning"
     method: str = "fedmap"
     rate: float = 0.2
     warmup_rounds: int = 10
     rounds_per_step: int = 5
     target_sparsity: float = 0.9
     scope: str = "global"
+    ranking: str = "magnitude"
     trigger: str = "fixed"
     patience: int = 3
     guard_delta: float = math.inf  # accuracy fraction (0.01 = one point); inf = no guard
     rewind: bool = False
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first field out of range (``rewind``: any)."""
+        from fedmap.core.prune import RANKINGS, SCOPES
+        from fedmap.core.schedule import TRIGGERS
+        from fedmap.methods.registry import method_names
+
+        _expect_one_of(self, "method", method_names())
+        _expect(self, "rate", 0 < self.rate < 1, "a number in (0, 1)")
+        _expect(self, "warmup_rounds", self.warmup_rounds >= 0, "an integer >= 0")
+        _expect(self, "rounds_per_step", self.rounds_per_step >= 1, "an integer >= 1")
+        _expect(self, "target_sparsity", 0 <= self.target_sparsity < 1, "a number in [0, 1)")
+        _expect_one_of(self, "scope", SCOPES)
+        _expect_one_of(self, "ranking", RANKINGS)
+        _expect_one_of(self, "trigger", TRIGGERS)
+        _expect(self, "patience", self.patience >= 1, "an integer >= 1")
+        guard = "a number >= 0 (inf: no guard)"
+        _expect(self, "guard_delta", self.guard_delta >= 0, guard)
 
 
 @dataclass(frozen=True)
 class TransportConfig:
     """``[transport]``: value dtype on the wire."""
 
+    SECTION: ClassVar[str] = "transport"
     dtype: str = "float32"
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` unless ``dtype`` is one the codec can write."""
+        from fedmap.core.codec import DTYPE_NAMES
+
+        _expect_one_of(self, "dtype", DTYPE_NAMES)
 
 
 @dataclass(frozen=True)
 class AggregationConfig:
     """``[aggregation]``: how packed client vectors are combined."""
 
+    SECTION: ClassVar[str] = "aggregation"
     rule: str = "mean"
     trim_fraction: float = 0.1
     norm_threshold: float = 10.0  # reject updates > this x the cohort's median norm; inf: off
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first field out of range.
+
+        Whether ``rule`` suits the method is :meth:`Config.check`'s question.
+        """
+        from fedmap.core.aggregate import AGGREGATION_RULES
+
+        _expect_one_of(self, "rule", AGGREGATION_RULES)
+        _expect(self, "trim_fraction", 0 <= self.trim_fraction < 0.5, "a number in [0, 0.5)")
+        screen = "a number > 1 (inf: no norm screen)"
+        _expect(self, "norm_threshold", self.norm_threshold > 1, screen)
 
 
 @dataclass(frozen=True)
 class FaultsConfig:
     """``[faults]``: simulated dropouts, stragglers, attackers, and how rounds cope."""
 
+    SECTION: ClassVar[str] = "faults"
     dropout: float = 0.0
     straggler_fraction: float = 0.0
     deadline_s: float = math.inf
-    min_clients: int = 1
+    min_clients: int = 1  # checked by Config.check: at most the clients sampled per round
     max_attempts: int = 10
     attack: str = "none"
     attacker_fraction: float = 0.0
     attack_scale: float = 10.0
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first field out of range."""
+        from fedmap.rounds.faults import ATTACKS
+
+        unit = "a number in [0, 1]"
+        _expect(self, "dropout", 0 <= self.dropout < 1, "a number in [0, 1)")
+        _expect(self, "straggler_fraction", 0 <= self.straggler_fraction <= 1, unit)
+        deadline = "a number > 0 (inf: no deadline)"
+        _expect(self, "deadline_s", self.deadline_s > 0, deadline)
+        _expect(self, "max_attempts", self.max_attempts >= 1, "an integer >= 1")
+        _expect_one_of(self, "attack", ATTACKS)
+        _expect(self, "attacker_fraction", 0 <= self.attacker_fraction <= 1, unit)
+        scale = self.attack_scale
+        _expect(self, "attack_scale", scale > 0 and math.isfinite(scale), "a positive number")
 
 
 @dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
+    SECTION: ClassVar[str] = ""  # top-level keys: no prefix
     seed: int = 0
     rounds: int = 100
     device: str = "auto"
     engine: str = "sequential"
-    cohort_chunk: int = (
-        0  # vectorized: clients per batched program; 0 = auto (all on CUDA, 1 on CPU)
-    )
+    cohort_chunk: int = 0  # vectorized: clients per batched program; 0 = auto (all on CUDA)
     compile: bool = False  # vectorized: torch.compile the per-step program
     checkpoint_every: int = 1  # rounds between checkpoints (the last round always gets one)
     data: DataConfig = field(default_factory=DataConfig)
@@ -126,6 +226,58 @@ class Config:
     transport: TransportConfig = field(default_factory=TransportConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad field, in this order.
+
+        Top-level keys, then each section in field order, then the checks that
+        span sections (they may assume every section is valid), then the device
+        (last: it imports torch and may ask the driver).
+        """
+        _expect(self, "rounds", self.rounds >= 1, "an integer >= 1")
+        _expect(self, "seed", 0 <= self.seed < 2**32, "an integer in [0, 2**32)")
+        _expect_one_of(self, "engine", ENGINES)
+        _expect(self, "cohort_chunk", self.cohort_chunk >= 0, "an integer >= 0")
+        _expect(self, "checkpoint_every", self.checkpoint_every >= 1, "an integer >= 1")
+        sections = (self.data, self.model, self.client, self.pruning, self.transport)
+        for section in (*sections, self.aggregation, self.faults):  # in field order
+            section.check()
+        self._check_across_sections()
+        _check_device(self.device)
+
+    def _check_across_sections(self) -> None:
+        """The rule must merge the method's replies; min_clients must fit in a cohort."""
+        from fedmap.methods.registry import all_methods
+        from fedmap.rounds.sampling import cohort_size
+
+        method = self.pruning.method
+        own_masks = {cls.name: cls.sends_masks for cls in all_methods()}[method]
+        rule = f"'mean' with pruning.method {method!r} (its clients send masks of their own)"
+        _expect(self.aggregation, "rule", not own_masks or self.aggregation.rule == "mean", rule)
+        cohort = cohort_size(self.data.num_clients, self.client.fraction)
+        fits = 1 <= self.faults.min_clients <= cohort
+        size = f"an integer in [1, {cohort}] (the clients sampled per round)"
+        _expect(self.faults, "min_clients", fits, size)
+
+
+def _check_device(device: str) -> None:
+    """Accept ``auto``, ``cpu[:N]`` and ``cuda[:N]`` (the latter only where CUDA is)."""
+    import torch
+
+    if device == "auto":
+        return
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(
+            f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}"
+        ) from error
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device: {device!r} requested but CUDA is not available (use 'auto' or 'cpu')"
+        )
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
 
 
 def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
@@ -177,7 +329,7 @@ def config_from_text(text: str, what: str = "config") -> Config:
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build a :class:`Config` from nested dicts; reject unknown keys and bad types."""
     config = _build(Config, raw, prefix="")
-    validate(config)
+    config.check()
     return config
 
 
@@ -216,163 +368,6 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
         if isinstance(value, str):
             return value
     raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}")
-
-
-def validate(config: Config) -> None:
-    """Check every value's range and choice; raise :class:`ConfigError` naming the field."""
-    from fedmap.core.aggregate import AGGREGATION_RULES
-    from fedmap.core.codec import DTYPE_NAMES
-    from fedmap.core.prune import SCOPES
-    from fedmap.core.schedule import TRIGGERS
-    from fedmap.data.datasets import DATASET_NAMES
-    from fedmap.data.partition import PARTITION_NAMES
-    from fedmap.engines.faults import ATTACKS
-    from fedmap.engines.simulate import cohort_size
-    from fedmap.models import MODEL_NAMES
-
-    d, c, p, f = config.data, config.client, config.pruning, config.faults
-    sane = 0 < c.fraction <= 1 and d.num_clients >= 1  # else those fields fail first
-    cohort = cohort_size(d.num_clients, c.fraction) if sane else 1
-    checks: list[tuple[str, Any, bool, str]] = [
-        ("rounds", config.rounds, config.rounds >= 1, "an integer >= 1"),
-        ("seed", config.seed, 0 <= config.seed < 2**32, "an integer in [0, 2**32)"),
-        ("engine", config.engine, config.engine in ENGINES, f"one of {ENGINES}"),
-        ("cohort_chunk", config.cohort_chunk, config.cohort_chunk >= 0, "an integer >= 0"),
-        (
-            "checkpoint_every",
-            config.checkpoint_every,
-            config.checkpoint_every >= 1,
-            "an integer >= 1",
-        ),
-        ("data.name", d.name, d.name in DATASET_NAMES, f"one of {DATASET_NAMES}"),
-        (
-            "data.partition",
-            d.partition,
-            d.partition in PARTITION_NAMES,
-            f"one of {PARTITION_NAMES}",
-        ),
-        ("data.alpha", d.alpha, d.alpha > 0 and math.isfinite(d.alpha), "a positive number"),
-        (
-            "data.classes_per_client",
-            d.classes_per_client,
-            d.classes_per_client >= 1,
-            "an integer >= 1",
-        ),
-        ("data.num_clients", d.num_clients, d.num_clients >= 1, "an integer >= 1"),
-        (
-            "data.local_test_fraction",
-            d.local_test_fraction,
-            0 <= d.local_test_fraction < 1,
-            "a number in [0, 1)",
-        ),
-        (
-            "model.name",
-            config.model.name,
-            config.model.name in MODEL_NAMES,
-            f"one of {MODEL_NAMES}",
-        ),
-        ("client.fraction", c.fraction, 0 < c.fraction <= 1, "a number in (0, 1]"),
-        ("client.epochs", c.epochs, c.epochs >= 1, "an integer >= 1"),
-        ("client.batch_size", c.batch_size, c.batch_size >= 1, "an integer >= 1"),
-        ("client.lr", c.lr, c.lr > 0 and math.isfinite(c.lr), "a positive number"),
-        ("client.momentum", c.momentum, 0 <= c.momentum < 1, "a number in [0, 1)"),
-        ("client.weight_decay", c.weight_decay, 0 <= c.weight_decay < math.inf, "a number >= 0"),
-        ("pruning.method", p.method, p.method in METHODS, f"one of {METHODS}"),
-        ("pruning.rate", p.rate, 0 < p.rate < 1, "a number in (0, 1)"),
-        ("pruning.warmup_rounds", p.warmup_rounds, p.warmup_rounds >= 0, "an integer >= 0"),
-        ("pruning.rounds_per_step", p.rounds_per_step, p.rounds_per_step >= 1, "an integer >= 1"),
-        (
-            "pruning.target_sparsity",
-            p.target_sparsity,
-            0 <= p.target_sparsity < 1,
-            "a number in [0, 1)",
-        ),
-        ("pruning.scope", p.scope, p.scope in SCOPES, f"one of {SCOPES}"),
-        (
-            "aggregation.rule",
-            config.aggregation.rule,
-            p.method not in MASK_MERGING_METHODS or config.aggregation.rule == "mean",
-            f"'mean' with pruning.method {p.method!r} (its clients send masks of their own)",
-        ),
-        ("pruning.trigger", p.trigger, p.trigger in TRIGGERS, f"one of {TRIGGERS}"),
-        ("pruning.patience", p.patience, p.patience >= 1, "an integer >= 1"),
-        ("pruning.guard_delta", p.guard_delta, p.guard_delta >= 0, "a number >= 0 (inf: no guard)"),
-        (
-            "transport.dtype",
-            config.transport.dtype,
-            config.transport.dtype in DTYPE_NAMES,
-            f"one of {DTYPE_NAMES}",
-        ),
-        (
-            "aggregation.rule",
-            config.aggregation.rule,
-            config.aggregation.rule in AGGREGATION_RULES,
-            f"one of {AGGREGATION_RULES}",
-        ),
-        (
-            "aggregation.trim_fraction",
-            config.aggregation.trim_fraction,
-            0 <= config.aggregation.trim_fraction < 0.5,
-            "a number in [0, 0.5)",
-        ),
-        (
-            "aggregation.norm_threshold",
-            config.aggregation.norm_threshold,
-            config.aggregation.norm_threshold > 1,
-            "a number > 1 (inf: no norm screen)",
-        ),
-        ("faults.dropout", f.dropout, 0 <= f.dropout < 1, "a number in [0, 1)"),
-        (
-            "faults.straggler_fraction",
-            f.straggler_fraction,
-            0 <= f.straggler_fraction <= 1,
-            "a number in [0, 1]",
-        ),
-        ("faults.deadline_s", f.deadline_s, f.deadline_s > 0, "a number > 0 (inf: no deadline)"),
-        (
-            "faults.min_clients",
-            f.min_clients,
-            1 <= f.min_clients <= cohort,
-            f"an integer in [1, {cohort}] (the clients sampled per round)",
-        ),
-        ("faults.max_attempts", f.max_attempts, f.max_attempts >= 1, "an integer >= 1"),
-        ("faults.attack", f.attack, f.attack in ATTACKS, f"one of {ATTACKS}"),
-        (
-            "faults.attacker_fraction",
-            f.attacker_fraction,
-            0 <= f.attacker_fraction <= 1,
-            "a number in [0, 1]",
-        ),
-        (
-            "faults.attack_scale",
-            f.attack_scale,
-            f.attack_scale > 0 and math.isfinite(f.attack_scale),
-            "a positive number",
-        ),
-    ]
-    for name, value, ok, expected in checks:
-        if not ok:
-            raise ConfigError(f"{name}: expected {expected}, got {value!r}")
-    _validate_device(config.device)
-
-
-def _validate_device(device: str) -> None:
-    import torch
-
-    if device == "auto":
-        return
-    try:
-        parsed = torch.device(device)
-    except RuntimeError as error:
-        raise ConfigError(
-            f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}"
-        ) from error
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device: {device!r} requested but CUDA is not available (use 'auto' or 'cpu')"
-        )
-    if parsed.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

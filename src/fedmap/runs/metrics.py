@@ -1,6 +1,6 @@
 """Metrics rows: one per round, written to ``metrics.jsonl`` and ``metrics.csv`` as they come.
 
-The first twelve columns are the names DESIGN.md section 5 fixes; the rest add
+The first twelve columns are the names docs/design.md §5 fixes; the rest add
 detail (validation accuracy, bootstraps, what dense/bitmap/COO would have cost,
 how many sampled clients answered, dropped, were late or were rejected).
 Rows are flushed every round so a long run can be watched (and plotted) live.
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from fedmap.engines.simulate import Event, RoundRecord
+from fedmap.rounds.records import Event, RoundRecord
 
 COLUMNS = (
     "round",
@@ -75,18 +75,18 @@ def metrics_row(record: RoundRecord) -> dict[str, Any]:
         "val_accuracy": record.evaluation.val_accuracy,
         "train_loss": record.train_loss,
         "pruned": record.pruned,
-        "bootstraps": record.bootstraps,
-        "rejected": record.rejected,
+        "bootstraps": record.counts.bootstraps,
+        "rejected": record.counts.rejected,
         "bytes_mask": b.mask,
         "bytes_header": b.header,
         "bytes_dense": b.dense,
         "bytes_bitmap": b.bitmap,
         "bytes_coo": b.coo,
-        "sampled": record.sampled,
+        "sampled": record.counts.sampled,
         "answered": record.answered,
-        "dropped": record.dropped,
-        "late": record.late,
-        "discarded": record.discarded,
+        "dropped": record.counts.dropped,
+        "late": record.counts.late,
+        "discarded": record.counts.discarded,
         "attempts": record.attempts,
         "sim_time_s": round(record.sim_time_s, 4),
         "mask_sha": record.mask_sha,
