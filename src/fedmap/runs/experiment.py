@@ -172,15 +172,12 @@ def fault_model(config: Config, num_clients: int) -> FaultModel:
 
 
 def build_in_process(
-    experiment: Experiment,
-    server: Server,
-    faults: FaultModel | None = None,
-    intruder: Intruder | None = None,
+    experiment: Experiment, server: Server, faults: FaultModel, intruder: Intruder | None = None
 ) -> InProcessTransport:
     """Clients trained in this process by the experiment's engine, ``faults`` simulated.
 
-    ``faults`` is the loop's own fault model (the config's when not given): the loop
-    draws the fates, the transport applies the deadline and the attackers.
+    ``faults`` is the loop's own fault model: the loop draws the fates, the
+    transport applies the deadline and the attackers.
     """
     config = experiment.config
     return InProcessTransport(
@@ -188,7 +185,7 @@ def build_in_process(
         build_engine(experiment),
         train=train_config(config),
         seed=config.seed,
-        faults=faults or fault_model(config, len(experiment.clients)),
+        faults=faults,
         intruder=intruder,
     )
 
